@@ -1,0 +1,221 @@
+"""Convolutional Pose Machines (Wei, Ramakrishna, Kanade, Sheikh; CVPR 2016, arXiv:1602.00134).
+
+The whole model in one file. Stage 1 maps the image to beliefs through its own convolutional
+network. Stages t >= 2 share one image-feature trunk x'; each has its own small feature layer on
+that trunk, concatenates it with the previous stage's beliefs and the pooled Gaussian centre map,
+and refines the beliefs with large-kernel convolutions, so the receptive field grows with every
+stage and later stages learn spatial context between parts.
+
+Preset ``"paper"`` reproduces the official LSP release (368x368 input, 6 stages, 14 parts +
+background, 31,219,866 parameters); ``"small"`` and ``"tiny"`` keep the structure with fewer
+channels and smaller kernels for CPU training.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import skeleton
+from ..targets import CodecConfig, center_map
+
+
+@dataclass(frozen=True)
+class CPMConfig:
+    """Architecture and target geometry of a CPM; see ``PRESETS`` for named values.
+
+    Channel counts are output channels; kernels are square and odd ("same" padding). The output
+    stride is fixed at 8 by three 3x3/2 max-pools.
+    """
+
+    name: str = "paper"
+    num_parts: int = skeleton.NUM_JOINTS
+    num_stages: int = 6
+    input_size: int = 368
+    sigma: float = 7.0              # part Gaussian std, input pixels
+    center_sigma: float = 21.0      # centre-map Gaussian std, input pixels
+    trunk_channels: int = 128       # the conv-pool blocks (stage 1 and the shared trunk)
+    trunk_kernel: int = 9
+    feature_channels: int = 32      # each stage's own conv on its trunk
+    feature_kernel: int = 5
+    stage1_channels: int = 512      # stage-1 head: conv(k) then conv1, both this wide
+    stage1_kernel: int = 9
+    stage_channels: int = 128       # stages >= 2: `stage_convs` convs of `stage_kernel`, then conv1
+    stage_kernel: int = 11
+    stage_convs: int = 3
+    batch_norm: bool = False
+
+    stride = 8  # three 3x3/2 max-pools with Caffe's ceil rounding
+
+    def __post_init__(self):
+        if self.num_stages < 1:
+            raise ValueError(f"num_stages must be >= 1, got {self.num_stages}")
+        if self.num_parts < 1:
+            raise ValueError(f"num_parts must be >= 1, got {self.num_parts}")
+        for f in ("trunk_kernel", "feature_kernel", "stage1_kernel", "stage_kernel"):
+            if getattr(self, f) % 2 == 0:
+                raise ValueError(f"{f} must be odd for 'same' padding, got {getattr(self, f)}")
+        self.codec  # validates input_size against the stride
+
+    @property
+    def codec(self) -> CodecConfig:
+        """The target/belief geometry this model is trained with."""
+        return CodecConfig(input_size=self.input_size, stride=self.stride, sigma=self.sigma,
+                           center_sigma=self.center_sigma, num_parts=self.num_parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CPMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown CPMConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+#: Named presets. "paper" is the official LSP model; the others keep its structure.
+PRESETS: dict[str, CPMConfig] = {
+    "paper": CPMConfig(),
+    "small": CPMConfig(name="small", input_size=256, sigma=6.0, center_sigma=16.0,
+                       trunk_channels=64, trunk_kernel=5, feature_channels=32, feature_kernel=3,
+                       stage1_channels=256, stage1_kernel=5, stage_channels=64, stage_kernel=7),
+    "tiny": CPMConfig(name="tiny", num_stages=3, input_size=128, sigma=5.0, center_sigma=12.0,
+                      trunk_channels=32, trunk_kernel=3, feature_channels=16, feature_kernel=3,
+                      stage1_channels=64, stage1_kernel=3, stage_channels=32, stage_kernel=5),
+}
+
+
+def _conv(cin: int, cout: int, k: int, bn: bool, relu: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+def _pool() -> nn.Module:
+    return nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+
+
+def _trunk(c: CPMConfig) -> list[nn.Module]:
+    """conv(k)-pool x 3: the image-feature blocks at stride 8."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for _ in range(3):
+        layers += _conv(cin, c.trunk_channels, c.trunk_kernel, c.batch_norm) + [_pool()]
+        cin = c.trunk_channels
+    return layers
+
+
+class CPM(nn.Module):
+    """A Convolutional Pose Machine.
+
+    ``forward(images, center_maps=None)`` takes images (N, 3, H, W) and optional centre maps
+    (N, 1, H, W) at input resolution (a Gaussian on the image centre when omitted) and returns a
+    list of ``num_stages`` belief tensors, each (N, P + 1, H // 8, W // 8), background last.
+    Stage t of the list is ``beliefs[t - 1]``.
+    """
+
+    def __init__(self, config: CPMConfig | None = None):
+        super().__init__()
+        c = self.config = config or CPMConfig()
+        out = c.num_parts + 1
+        # Stage 1: image -> beliefs through its own network.
+        self.stage1 = nn.Sequential(
+            *_trunk(c),
+            *_conv(c.trunk_channels, c.feature_channels, c.feature_kernel, c.batch_norm),
+            *_conv(c.feature_channels, c.stage1_channels, c.stage1_kernel, c.batch_norm),
+            *_conv(c.stage1_channels, c.stage1_channels, 1, c.batch_norm),
+            *_conv(c.stage1_channels, out, 1, False, relu=False),
+        )
+        # Shared trunk x' for stages >= 2, and one feature layer + refinement head per stage.
+        self.trunk = nn.Sequential(*_trunk(c)) if c.num_stages > 1 else None
+        self.features = nn.ModuleList(
+            nn.Sequential(*_conv(c.trunk_channels, c.feature_channels, c.feature_kernel, c.batch_norm))
+            for _ in range(c.num_stages - 1))
+        self.stages = nn.ModuleList(self._refine_stage(c) for _ in range(c.num_stages - 1))
+        self.center_pool = nn.AvgPool2d(kernel_size=9, stride=8, ceil_mode=True)
+        self._init_weights()
+
+    @staticmethod
+    def _refine_stage(c: CPMConfig) -> nn.Sequential:
+        cin = c.feature_channels + c.num_parts + 1 + 1
+        layers: list[nn.Module] = []
+        for _ in range(c.stage_convs):
+            layers += _conv(cin, c.stage_channels, c.stage_kernel, c.batch_norm)
+            cin = c.stage_channels
+        layers += _conv(cin, c.stage_channels, 1, c.batch_norm)
+        layers += _conv(c.stage_channels, c.num_parts + 1, 1, False, relu=False)
+        return nn.Sequential(*layers)
+
+    def _init_weights(self):
+        # Gaussian init as in the official Caffe prototxt (std 0.01), zero biases; He-style
+        # scaling for the wide presets' ReLU layers keeps activations from vanishing in deep stages.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                nn.init.normal_(m.weight, std=min(0.01, math.sqrt(2.0 / fan_in)))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_preset(cls, name: str = "paper", **overrides) -> "CPM":
+        """Build a CPM from a named preset (``"paper"``, ``"small"``, ``"tiny"``), e.g.
+        ``CPM.from_preset("tiny", num_stages=4, batch_norm=True)``."""
+        return cls(preset_config(name, **overrides))
+
+    @property
+    def codec(self) -> CodecConfig:
+        return self.config.codec
+
+    def default_center_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Centre maps (N, 1, H, W) with a Gaussian on the middle of each image."""
+        n, _, h, w = images.shape
+        centers = torch.tensor([[(w - 1) / 2, (h - 1) / 2]], device=images.device,
+                               dtype=torch.float32).expand(n, 2)
+        return center_map(centers, self.codec, h, w).to(images.dtype)
+
+    def forward(self, images: torch.Tensor, center_maps: torch.Tensor | None = None) -> list[torch.Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (N, 3, H, W); got {tuple(images.shape)}")
+        if center_maps is None:
+            center_maps = self.default_center_maps(images)
+        elif center_maps.shape != (images.shape[0], 1, *images.shape[2:]):
+            raise ValueError(f"center_maps must have shape (N, 1, H, W) = "
+                             f"{(images.shape[0], 1, *images.shape[2:])}; got {tuple(center_maps.shape)}")
+        beliefs = [self.stage1(images)]
+        if self.trunk is not None:
+            shared = self.trunk(images)
+            pooled_center = self.center_pool(center_maps)
+            for features, stage in zip(self.features, self.stages):
+                x = torch.cat([features(shared), beliefs[-1], pooled_center], dim=1)
+                beliefs.append(stage(x))
+        return beliefs
+
+    def stage_modules(self, stage: int) -> list[nn.Module]:
+        """The modules owned by ``stage`` (1-based): stage 1's network, or for t >= 2 its
+        feature layer and refinement head. The shared trunk belongs to stage 2, which is the
+        first stage that uses it."""
+        if not 1 <= stage <= self.config.num_stages:
+            raise ValueError(f"stage must be in 1..{self.config.num_stages}, got {stage}")
+        if stage == 1:
+            return [self.stage1]
+        mods = [self.features[stage - 2], self.stages[stage - 2]]
+        return ([self.trunk] if stage == 2 else []) + mods
+
+
+def preset_config(name: str, **overrides) -> CPMConfig:
+    """The ``CPMConfig`` of preset ``name`` with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown CPM preset {name!r}; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in fields(CPMConfig)}
+    bad = set(overrides) - known
+    if bad:
+        raise ValueError(f"unknown CPM option(s) {sorted(bad)}; valid options: {sorted(known - {'name'})}")
+    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,166 @@
+"""The LSP 14-joint skeleton every part of cpm_lab speaks, and mappings from MPII-16 and COCO-17.
+
+Joint order is the Leeds Sports Pose convention (Johnson & Everingham, BMVC 2010):
+
+====  ===============
+idx   joint
+====  ===============
+0     right ankle
+1     right knee
+2     right hip
+3     left hip
+4     left knee
+5     left ankle
+6     right wrist
+7     right elbow
+8     right shoulder
+9     left shoulder
+10    left elbow
+11    left wrist
+12    neck
+13    head top
+====  ===============
+
+"Right" is the person's right, which appears on the LEFT of the image for a person facing the
+viewer.
+
+Keypoint arrays everywhere in cpm_lab have shape ``(..., P, 3)``: x, y in pixels of the image
+they refer to (pixel centres at integer coordinates), then visibility (1 = annotated, 0 = missing).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+JOINT_NAMES: tuple[str, ...] = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+    "neck", "head_top",
+)
+NUM_JOINTS = len(JOINT_NAMES)
+JOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(JOINT_NAMES)}
+
+#: Short labels for plots and tables ("r_ankle", ...).
+SHORT_NAMES: tuple[str, ...] = tuple(n.replace("right_", "r_").replace("left_", "l_") for n in JOINT_NAMES)
+
+#: Bones drawn in skeleton plots, as (parent, child) pairs of joint indices.
+LIMBS: tuple[tuple[int, int], ...] = (
+    (1, 0), (2, 1),          # right shank, right thigh
+    (3, 4), (4, 5),          # left thigh, left shank
+    (8, 7), (7, 6),          # right upper arm, right forearm
+    (9, 10), (10, 11),       # left upper arm, left forearm
+    (12, 13),                # neck -> head top
+    (12, 8), (12, 9),        # collar bones
+    (8, 2), (9, 3), (2, 3),  # torso sides and pelvis
+)
+
+#: Left/right joint pairs swapped by a horizontal flip.
+FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9))
+
+
+def _flip_permutation(pairs: tuple[tuple[int, int], ...], n: int) -> tuple[int, ...]:
+    perm = list(range(n))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+#: ``keypoints[FLIP_INDEX]`` relabels joints after a horizontal flip (left <-> right).
+FLIP_INDEX: tuple[int, ...] = _flip_permutation(FLIP_PAIRS, NUM_JOINTS)
+
+_SIDE_COLOURS = {"right": (0.90, 0.25, 0.20), "left": (0.15, 0.45, 0.95), "centre": (0.20, 0.75, 0.25)}
+
+
+def _limb_side(a: int, b: int) -> str:
+    sides = {JOINT_NAMES[j].split("_")[0] for j in (a, b)} & {"right", "left"}
+    return sides.pop() if len(sides) == 1 else "centre"
+
+
+#: One distinct RGB colour (floats in [0, 1]) per joint, for "all parts" composites.
+JOINT_COLORS: np.ndarray = np.array([
+    (0.84, 0.15, 0.16), (1.00, 0.50, 0.05), (0.95, 0.75, 0.10),
+    (0.55, 0.80, 0.20), (0.17, 0.63, 0.17), (0.09, 0.75, 0.81),
+    (0.58, 0.40, 0.74), (0.89, 0.47, 0.76), (0.55, 0.34, 0.29),
+    (0.12, 0.47, 0.71), (0.68, 0.78, 0.91), (0.40, 0.20, 0.80),
+    (0.50, 0.50, 0.50), (0.98, 0.60, 0.60),
+], dtype=np.float32)
+
+#: Limb colours by side: person's right red, left blue, centre (neck, pelvis) green.
+LIMB_COLORS: tuple[tuple[float, float, float], ...] = tuple(_SIDE_COLOURS[_limb_side(a, b)] for a, b in LIMBS)
+
+# ---------------------------------------------------------------------------------------------
+# Mappings from other datasets' joint sets to LSP-14.
+#
+# A mapping is a (14, S) matrix W: lsp_xy = W @ source_xy. A target joint is visible only when
+# every source joint with a non-zero weight is visible. Exact correspondences are one-hot rows;
+# approximated joints are weighted combinations, listed in APPROXIMATED.
+# ---------------------------------------------------------------------------------------------
+MPII_JOINT_NAMES: tuple[str, ...] = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "pelvis", "thorax", "upper_neck", "head_top",
+    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+)
+COCO_JOINT_NAMES: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+#: COCO-17 left/right pairs (for flipping native COCO keypoints).
+COCO_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+#: MPII-16 left/right pairs.
+MPII_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
+
+
+def _matrix(source_names: tuple[str, ...], rows: dict[str, dict[str, float]]) -> np.ndarray:
+    w = np.zeros((NUM_JOINTS, len(source_names)), dtype=np.float64)
+    for j, name in enumerate(JOINT_NAMES):
+        for src, weight in rows.get(name, {name: 1.0}).items():
+            w[j, source_names.index(src)] = weight
+    return w
+
+
+#: MPII-16 -> LSP-14. LSP "neck" is taken as MPII "upper_neck" (an approximation: the LSP neck
+#: annotation sits slightly lower, between upper neck and thorax); all other joints are exact.
+MPII_TO_LSP: np.ndarray = _matrix(MPII_JOINT_NAMES, {"neck": {"upper_neck": 1.0}})
+
+#: COCO-17 -> LSP-14. COCO has no neck and no head top, so both are approximated:
+#: neck = midpoint of the shoulders; head top = nose + 0.8 * (nose - neck), i.e. the nose pushed
+#: away from the shoulders (1.8 * nose - 0.4 * left_shoulder - 0.4 * right_shoulder).
+#: Limb joints (shoulders, elbows, wrists, hips, knees, ankles) are exact.
+COCO_TO_LSP: np.ndarray = _matrix(COCO_JOINT_NAMES, {
+    "neck": {"left_shoulder": 0.5, "right_shoulder": 0.5},
+    "head_top": {"nose": 1.8, "left_shoulder": -0.4, "right_shoulder": -0.4},
+})
+
+#: Which LSP joints each mapping approximates rather than copies.
+APPROXIMATED: dict[str, tuple[str, ...]] = {"mpii": ("neck",), "coco": ("neck", "head_top")}
+_MAPPINGS = {"mpii": MPII_TO_LSP, "coco": COCO_TO_LSP}
+
+
+def to_lsp(keypoints: np.ndarray, source: str) -> np.ndarray:
+    """Map keypoints of shape (..., S, 3) from ``source`` ("mpii" or "coco") to LSP-14 (..., 14, 3).
+
+    Coordinates of joints that are not visible are set to 0 so they never leak into a
+    combination; a mapped joint is visible only if all its source joints are.
+    """
+    if source not in _MAPPINGS:
+        raise ValueError(f"unknown keypoint source {source!r}; expected one of {sorted(_MAPPINGS)}")
+    w = _MAPPINGS[source]
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.shape[-2:] != (w.shape[1], 3):
+        raise ValueError(f"{source} keypoints must have shape (..., {w.shape[1]}, 3), got {kp.shape}")
+    vis = kp[..., 2] > 0
+    xy = np.where(vis[..., None], kp[..., :2], 0.0)
+    out_xy = np.einsum("ts,...sc->...tc", w, xy)
+    needed = (w != 0).astype(np.float64)
+    out_vis = np.einsum("ts,...s->...t", needed, (~vis).astype(np.float64)) == 0
+    out = np.concatenate([out_xy, out_vis[..., None].astype(np.float64)], axis=-1)
+    out[..., :2] *= out[..., 2:3]
+    return out.astype(np.float32)
+
+
+def flip_keypoints(keypoints: np.ndarray, width: int, flip_index=FLIP_INDEX) -> np.ndarray:
+    """Mirror keypoints (..., P, 3) horizontally in an image ``width`` pixels wide and swap
+    left/right labels. Pixel centres are at integer x, so x maps to ``width - 1 - x``."""
+    kp = np.array(keypoints, dtype=np.float32, copy=True)
+    kp[..., 0] = np.where(kp[..., 2] > 0, width - 1 - kp[..., 0], kp[..., 0])
+    return kp[..., list(flip_index), :]

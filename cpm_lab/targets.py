@@ -1,0 +1,173 @@
+"""The codec: keypoints <-> belief maps, and the Gaussian centre map.
+
+Coordinate convention
+---------------------
+Keypoints are in input-image pixels with pixel centres at integer coordinates. A model with
+output stride ``s`` produces maps of ``H // s`` x ``W // s`` cells; cell ``i`` covers input
+pixels ``s*i .. s*i + s - 1`` and so is centred at input coordinate ``s*i + (s - 1) / 2``.
+Encoding samples a Gaussian at those cell centres; decoding inverts the same mapping, so a
+round trip is exact up to the sub-pixel refinement.
+
+Everything here is batched and runs on the device of its inputs: no Python loop over samples
+or joints.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from . import skeleton
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Geometry of targets and beliefs; the one home of stride and sigmas.
+
+    Attributes:
+        input_size: side of the square network input, in pixels (paper: 368).
+        stride: input pixels per belief-map cell (paper: 8).
+        sigma: standard deviation of each part's Gaussian, in INPUT pixels (paper: 7).
+        center_sigma: standard deviation of the centre-map Gaussian, in input pixels (paper: 21).
+        num_parts: number of parts P; belief maps have P + 1 channels (last = background).
+    """
+
+    input_size: int = 368
+    stride: int = 8
+    sigma: float = 7.0
+    center_sigma: float = 21.0
+    num_parts: int = skeleton.NUM_JOINTS
+
+    def __post_init__(self):
+        if self.input_size % self.stride:
+            raise ValueError(f"input_size ({self.input_size}) must be a multiple of stride ({self.stride})")
+        if self.sigma <= 0 or self.center_sigma <= 0:
+            raise ValueError(f"sigma and center_sigma must be positive, got {self.sigma}, {self.center_sigma}")
+
+    @property
+    def output_size(self) -> int:
+        """Side of the belief maps in cells (368 // 8 = 46 for the paper)."""
+        return self.input_size // self.stride
+
+    def replace(self, **changes) -> "CodecConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_keypoints(keypoints: torch.Tensor, num_parts: int | None = None) -> torch.Tensor:
+    if not isinstance(keypoints, torch.Tensor):
+        keypoints = torch.as_tensor(keypoints, dtype=torch.float32)
+    if keypoints.ndim != 3 or keypoints.shape[-1] != 3:
+        raise ValueError(f"keypoints must have shape (N, P, 3) = x, y, visibility; got {tuple(keypoints.shape)}")
+    if num_parts is not None and keypoints.shape[1] != num_parts:
+        raise ValueError(f"keypoints have {keypoints.shape[1]} parts but the codec expects {num_parts}")
+    return keypoints
+
+
+def cell_centers(size: int, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Input-pixel coordinate of the centre of each of ``size`` cells at ``stride``: shape (size,)."""
+    return torch.arange(size, device=device, dtype=dtype) * stride + (stride - 1) / 2
+
+
+def visible_mask(keypoints: torch.Tensor) -> torch.Tensor:
+    """(N, P) bool: visibility > 0 and finite coordinates."""
+    return (keypoints[..., 2] > 0) & torch.isfinite(keypoints[..., :2]).all(-1)
+
+
+def encode(keypoints: torch.Tensor, config: CodecConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints (N, P, 3) in input pixels -> (targets, weights).
+
+    Returns:
+        targets: (N, P + 1, S, S) float with S = ``config.output_size``; channel p < P is a
+            Gaussian of std ``config.sigma`` input pixels centred on joint p (peak 1 at the
+            joint, all zeros for an invisible joint); the last channel is the background
+            ``max(1 - max_p target_p, 0)``.
+        weights: (N, P + 1) float, 1 for channels that enter the loss, 0 for invisible joints
+            (the background is always 1).
+    """
+    keypoints = _check_keypoints(keypoints, config.num_parts)
+    n, p, _ = keypoints.shape
+    device = keypoints.device
+    dtype = keypoints.dtype if keypoints.dtype.is_floating_point else torch.float32
+    vis = visible_mask(keypoints)
+    xy = torch.where(vis[..., None], keypoints[..., :2].to(dtype), torch.zeros((), device=device, dtype=dtype))
+    g = cell_centers(config.output_size, config.stride, device, dtype)
+    inv = -0.5 / config.sigma**2
+    gx = torch.exp(inv * (g.view(1, 1, -1) - xy[..., 0:1]) ** 2)  # (N, P, S)
+    gy = torch.exp(inv * (g.view(1, 1, -1) - xy[..., 1:2]) ** 2)
+    parts = gy.unsqueeze(-1) * gx.unsqueeze(-2) * vis[..., None, None].to(dtype)  # (N, P, S, S)
+    background = (1 - parts.amax(dim=1, keepdim=True)).clamp_min(0) if p else torch.ones(
+        n, 1, config.output_size, config.output_size, device=device, dtype=dtype)
+    targets = torch.cat([parts, background], dim=1)
+    weights = torch.cat([vis.to(dtype), torch.ones(n, 1, device=device, dtype=dtype)], dim=1)
+    return targets, weights
+
+
+def center_map(centers: torch.Tensor, config: CodecConfig, height: int | None = None,
+               width: int | None = None) -> torch.Tensor:
+    """Gaussian centre maps at INPUT resolution: centers (N, 2) x, y pixels -> (N, 1, H, W).
+
+    ``height`` and ``width`` default to ``config.input_size``; std is ``config.center_sigma``
+    pixels, peak 1.
+    """
+    if not isinstance(centers, torch.Tensor):
+        centers = torch.as_tensor(centers, dtype=torch.float32)
+    if centers.ndim != 2 or centers.shape[1] != 2:
+        raise ValueError(f"centers must have shape (N, 2) = x, y; got {tuple(centers.shape)}")
+    height = height or config.input_size
+    width = width or config.input_size
+    dtype = centers.dtype if centers.dtype.is_floating_point else torch.float32
+    inv = -0.5 / config.center_sigma**2
+    gx = torch.exp(inv * (torch.arange(width, device=centers.device, dtype=dtype) - centers[:, 0:1]) ** 2)
+    gy = torch.exp(inv * (torch.arange(height, device=centers.device, dtype=dtype) - centers[:, 1:2]) ** 2)
+    return (gy.unsqueeze(-1) * gx.unsqueeze(-2)).unsqueeze(1)
+
+
+def decode(beliefs: torch.Tensor, config: CodecConfig) -> torch.Tensor:
+    """Belief maps -> keypoints in input pixels.
+
+    Args:
+        beliefs: (N, C, h, w) with C = P + 1 (background last, ignored) or C = P.
+    Returns:
+        (N, P, 3): x, y in input pixels and the peak belief value as confidence. The location
+        is the arg-max cell refined to sub-cell precision by fitting a parabola to the log of
+        the three beliefs around the peak along each axis (exact for a sampled Gaussian).
+    """
+    if beliefs.ndim != 4:
+        raise ValueError(f"beliefs must have shape (N, C, h, w); got {tuple(beliefs.shape)}")
+    p = config.num_parts
+    if beliefs.shape[1] not in (p, p + 1):
+        raise ValueError(f"beliefs have {beliefs.shape[1]} channels; expected {p} parts (+1 background)")
+    maps = beliefs[:, :p].float()
+    n, _, h, w = maps.shape
+    flat = maps.reshape(n, p, h * w)
+    conf, idx = flat.max(dim=-1)
+    iy, ix = idx // w, idx % w
+
+    eps = 1e-6
+    logm = maps.clamp_min(eps).log()
+
+    def offset(axis_len, i, take):
+        # take(k) gathers the log-belief at position i + k along the axis (clamped at borders)
+        lm, l0, lp = take(-1), take(0), take(1)
+        denom = lm - 2 * l0 + lp
+        d = torch.where(denom < -1e-9, 0.5 * (lm - lp) / denom.clamp(max=-1e-9), torch.zeros_like(denom))
+        valid = (i > 0) & (i < axis_len - 1)
+        return torch.where(valid, d.clamp(-0.5, 0.5), torch.zeros_like(d))
+
+    def take_x(k):
+        j = (ix + k).clamp(0, w - 1)
+        return logm.reshape(n, p, h * w).gather(-1, (iy * w + j).unsqueeze(-1)).squeeze(-1)
+
+    def take_y(k):
+        j = (iy + k).clamp(0, h - 1)
+        return logm.reshape(n, p, h * w).gather(-1, (j * w + ix).unsqueeze(-1)).squeeze(-1)
+
+    fx = ix.float() + offset(w, ix, take_x)
+    fy = iy.float() + offset(h, iy, take_y)
+    s = config.stride
+    x = fx * s + (s - 1) / 2
+    y = fy * s + (s - 1) / 2
+    return torch.stack([x, y, conf], dim=-1)
