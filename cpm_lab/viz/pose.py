@@ -1,0 +1,148 @@
+"""Static matplotlib views of images, skeletons and belief maps.
+
+All functions accept torch tensors or numpy arrays: images 3×H×W (or H×W×3) floats in [0, 1],
+keypoints (P, 3) in image pixels, beliefs (P + 1, h, w) or (P, h, w) at the model's stride.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .. import skeleton
+
+
+def to_numpy(x) -> np.ndarray:
+    """A torch tensor (any device, any dtype) or array-like as a float32 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def image_hwc(image) -> np.ndarray:
+    """An image 3×H×W or H×W×3 as H×W×3 floats clipped to [0, 1] for imshow."""
+    img = to_numpy(image)
+    if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
+        img = img.transpose(1, 2, 0)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"image must be 3×H×W or H×W×3, got shape {img.shape}")
+    return np.clip(img, 0, 1)
+
+
+def draw_skeleton(ax, keypoints, *, limbs=skeleton.LIMBS, colors=skeleton.LIMB_COLORS,
+                  linestyle="-", linewidth=2.0, markersize=3.5, alpha=1.0, label=None):
+    """Draw the limbs whose two joints are both visible, and the visible joints.
+
+    Person's right limbs are red, left limbs blue, centre green (``skeleton.LIMB_COLORS``).
+    """
+    kp = to_numpy(keypoints)
+    vis = kp[:, 2] > 0
+    for (a, b), colour in zip(limbs, colors):
+        if a < len(kp) and b < len(kp) and vis[a] and vis[b]:
+            ax.plot(kp[[a, b], 0], kp[[a, b], 1], linestyle, color=colour, lw=linewidth,
+                    alpha=alpha, solid_capstyle="round")
+    ax.plot(kp[vis, 0], kp[vis, 1], "o", ms=markersize, mfc="white", mec="black", mew=0.6,
+            alpha=alpha, label=label)
+
+
+def show_pose(ax, image, keypoints=None, prediction=None, title: str | None = None):
+    """Image with ground truth (solid) and optionally a prediction (dashed) skeleton."""
+    ax.imshow(image_hwc(image))
+    if keypoints is not None:
+        draw_skeleton(ax, keypoints)
+    if prediction is not None:
+        pred = to_numpy(prediction).copy()
+        pred[:, 2] = 1
+        draw_skeleton(ax, pred, linestyle="--", linewidth=1.5, alpha=0.9)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def sample_grid(samples: Sequence[dict], ncols: int = 4, titles: Sequence[str] | None = None,
+                size: float = 2.4):
+    """A grid of dataset samples (dicts with ``image`` and ``keypoints``) with their skeletons."""
+    n = len(samples)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            show_pose(ax, samples[k]["image"], samples[k]["keypoints"], title=titles[k] if titles else None)
+        else:
+            ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def belief_extent(shape_hw: tuple[int, int], stride: int) -> tuple[float, float, float, float]:
+    """imshow extent that puts belief cell i over input pixels s*i .. s*i + s - 1."""
+    h, w = shape_hw
+    return (-0.5, w * stride - 0.5, h * stride - 0.5, -0.5)
+
+
+def belief_composite(beliefs, colors: np.ndarray = skeleton.JOINT_COLORS) -> np.ndarray:
+    """Colour composite of part beliefs (P, h, w) (background channel, if present, dropped by
+    the caller): each cell takes the colour of its strongest part, brightness = that belief
+    clipped to [0, 1]. Returns h×w×4 RGBA with alpha = brightness."""
+    b = np.clip(to_numpy(beliefs), 0, 1)
+    p = min(len(b), len(colors))
+    strongest = b[:p].argmax(0)
+    value = b[:p].max(0)
+    rgba = np.zeros((*value.shape, 4), np.float32)
+    rgba[..., :3] = colors[strongest]
+    rgba[..., 3] = value
+    return rgba
+
+
+def overlay_beliefs(ax, image, beliefs, part: int | str = "all", stride: int = 8, alpha: float = 0.6,
+                    cmap: str = "magma"):
+    """Draw ``image`` with the beliefs of ``part`` (an index, or "all" for the colour composite)
+    on top, aligned cell-by-cell with the input pixels they cover."""
+    img = image_hwc(image)
+    b = to_numpy(beliefs)
+    ax.imshow(img)
+    extent = belief_extent(b.shape[-2:], stride)
+    if part == "all":
+        parts = b[: len(skeleton.JOINT_COLORS)] if b.shape[0] == skeleton.NUM_JOINTS + 1 else b[:-1]
+        comp = belief_composite(parts)
+        comp[..., 3] *= alpha
+        ax.imshow(comp, extent=extent, interpolation="bilinear")
+    else:
+        ax.imshow(np.clip(b[int(part)], 0, 1), cmap=cmap, vmin=0, vmax=1, alpha=alpha, extent=extent,
+                  interpolation="bilinear")
+    ax.set_xlim(-0.5, img.shape[1] - 0.5)
+    ax.set_ylim(img.shape[0] - 0.5, -0.5)
+    ax.set_axis_off()
+
+
+def part_label(part: int | str, names: Sequence[str] = skeleton.JOINT_NAMES) -> str:
+    if part == "all":
+        return "all parts"
+    return names[int(part)].replace("_", " ") if int(part) < len(names) else "background"
+
+
+def plot_stage_beliefs(image, stage_beliefs: Sequence, part: int | str = "all", stride: int = 8,
+                       keypoints=None, predictions: Sequence | None = None, size: float = 2.6):
+    """One panel per stage: the beliefs of ``part`` over the image (stages numbered from 1).
+
+    ``stage_beliefs`` is a list of (P + 1, h, w) maps for ONE image; ``predictions`` an optional
+    list of decoded (P, 3) keypoints per stage, drawn as dashed skeletons.
+    """
+    t = len(stage_beliefs)
+    fig, axes = plt.subplots(1, t, figsize=(size * t, size + 0.3), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        overlay_beliefs(ax, image, stage_beliefs[k], part=part, stride=stride)
+        if keypoints is not None and part == "all":
+            draw_skeleton(ax, keypoints, alpha=0.35, linewidth=1.0, markersize=2)
+        if predictions is not None:
+            pred = to_numpy(predictions[k]).copy()
+            if part != "all":
+                ax.plot(pred[int(part), 0], pred[int(part), 1], "x", color="cyan", ms=8, mew=2)
+            else:
+                pred[:, 2] = 1
+                draw_skeleton(ax, pred, linestyle="--", linewidth=1.3)
+        ax.set_title(f"stage {k + 1}", fontsize=10)
+    fig.suptitle(part_label(part), fontsize=11)
+    fig.tight_layout()
+    return fig
