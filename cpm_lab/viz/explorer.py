@@ -1,0 +1,264 @@
+"""``BeliefExplorer``: look at a pose model's beliefs stage by stage and part by part.
+
+The explorer runs the model once per (sample, occluder) and caches the beliefs, so moving the
+stage slider, changing the part or the opacity only redraws. Moving the occluder re-runs the
+model, so a learner can hide a joint and watch later stages recover it from context.
+
+In JupyterLab it is an ipywidgets panel; where no widget front end is present (nbconvert, a
+static notebook viewer) the same object shows a static figure of its current state instead.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .. import skeleton
+from ..targets import center_map, decode
+from .pose import draw_skeleton, overlay_beliefs, part_label, to_numpy
+
+
+@dataclass(frozen=True)
+class Occluder:
+    """A grey square hiding part of the image: centre (x, y) and side in input pixels."""
+
+    x: float
+    y: float
+    size: float
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        """Return a copy of ``image`` (3×H×W) with the square filled with mid-grey."""
+        out = image.clone()
+        h, w = out.shape[-2:]
+        half = self.size / 2
+        x0, x1 = int(max(0, round(self.x - half))), int(min(w, round(self.x + half)))
+        y0, y1 = int(max(0, round(self.y - half))), int(min(h, round(self.y + half)))
+        out[:, y0:y1, x0:x1] = 0.5
+        return out
+
+
+@torch.no_grad()
+def stage_beliefs(model, image: torch.Tensor, center=None) -> list[np.ndarray]:
+    """Run ``model`` on one image (3×H×W) and return its per-stage beliefs as numpy arrays
+    (P + 1, h, w). The centre map is built from ``center`` (x, y) with the model's codec, or
+    left to the model (image centre) when ``center`` is None."""
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    device = param.device if param is not None else torch.device("cpu")
+    x = image.unsqueeze(0).to(device, torch.float32)
+    cm = None
+    if center is not None:
+        c = torch.as_tensor(center, dtype=torch.float32, device=device).view(1, 2)
+        cm = center_map(c, model.codec, x.shape[-2], x.shape[-1])
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        out = model(x, cm)
+    finally:
+        if was_training:
+            model.train()
+    return [b[0].float().cpu().numpy() for b in out]
+
+
+class BeliefExplorer:
+    """Interactive view of a model's beliefs on a dataset.
+
+    Args:
+        model: a ``CPM`` or ``PoseMachine`` (anything with ``codec`` and
+            ``model(images, center_maps) -> list of (N, P+1, h, w)``).
+        dataset: indexable, items are dicts with ``image`` (3×H×W), ``keypoints`` (P, 3) and
+            optionally ``center`` (2,).
+        index, stage, part: the initial sample, stage (1-based) and part (index or "all").
+    """
+
+    def __init__(self, model, dataset, index: int = 0, stage: int | None = None,
+                 part: int | str = "all", opacity: float = 0.6, figsize: tuple[float, float] = (8.4, 4.6)):
+        self.model, self.dataset = model, dataset
+        self.codec = model.codec
+        self.figsize = figsize
+        self._cache: dict[tuple, tuple[list[np.ndarray], np.ndarray]] = {}
+        self.runs = 0  # model forward passes so far (cached redraws don't count)
+        self.state = dict(index=int(index), part=part, opacity=float(opacity), show_truth=True,
+                          show_prediction=True, show_path=False, occluder=None)
+        self.num_stages = len(self._beliefs()[0])
+        self.state["stage"] = int(stage or self.num_stages)
+        self._widget = None
+
+    # ---- model and cache -------------------------------------------------------------------
+    def _sample(self):
+        return self.dataset[self.state["index"]]
+
+    def _image(self) -> torch.Tensor:
+        image = torch.as_tensor(self._sample()["image"]).float()
+        occ = self.state["occluder"]
+        return occ.apply(image) if occ is not None else image
+
+    def _beliefs(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """(per-stage beliefs, decoded keypoints (T, P, 3)) for the current sample and occluder."""
+        key = (self.state["index"], self.state["occluder"])
+        if key not in self._cache:
+            sample = self._sample()
+            beliefs = stage_beliefs(self.model, self._image(), sample.get("center"))
+            stacked = torch.from_numpy(np.stack(beliefs))
+            keypoints = decode(stacked, self.codec).numpy()
+            self._cache[key] = (beliefs, keypoints)
+            self.runs += 1
+        return self._cache[key]
+
+    def update(self, **changes) -> "BeliefExplorer":
+        """Change state programmatically (index, stage, part, opacity, show_truth,
+        show_prediction, show_path, occluder=Occluder(...) or None) and redraw."""
+        unknown = set(changes) - set(self.state)
+        if unknown:
+            raise ValueError(f"unknown explorer setting(s) {sorted(unknown)}; valid: {sorted(self.state)}")
+        if "stage" in changes and not 1 <= int(changes["stage"]) <= self.num_stages:
+            raise ValueError(f"stage must be in 1..{self.num_stages}, got {changes['stage']}")
+        if "index" in changes and not 0 <= int(changes["index"]) < len(self.dataset):
+            raise ValueError(f"index must be in 0..{len(self.dataset) - 1}, got {changes['index']}")
+        self.state.update(changes)
+        self._redraw()
+        return self
+
+    # ---- drawing ---------------------------------------------------------------------------
+    def figure(self) -> Figure:
+        """A matplotlib Figure of the current state (not attached to pyplot)."""
+        s = self.state
+        beliefs, decoded = self._beliefs()
+        t = s["stage"] - 1
+        sample = self._sample()
+        truth = to_numpy(sample["keypoints"])
+        fig = Figure(figsize=self.figsize, dpi=100)
+        FigureCanvasAgg(fig)
+        gs = fig.add_gridspec(1, 2, width_ratios=[1.25, 1.0], wspace=0.28)
+        ax = fig.add_subplot(gs[0])
+        overlay_beliefs(ax, self._image(), beliefs[t], part=s["part"], stride=self.codec.stride,
+                        alpha=s["opacity"])
+        part = s["part"]
+        parts = range(len(truth)) if part == "all" else [int(part)]
+        if s["show_truth"]:
+            draw_skeleton(ax, truth, alpha=0.5, linewidth=1.2, markersize=2.5)
+        if s["show_prediction"]:
+            pred = decoded[t].copy()
+            pred[:, 2] = 1
+            if part == "all":
+                draw_skeleton(ax, pred, linestyle="--", linewidth=1.6)
+            else:
+                ax.plot(pred[int(part), 0], pred[int(part), 1], "x", color="cyan", ms=9, mew=2.2,
+                        label=f"stage {s['stage']} prediction")
+        if s["show_path"]:
+            for p in parts:
+                path = decoded[: t + 1, p, :2]
+                colour = skeleton.JOINT_COLORS[p % len(skeleton.JOINT_COLORS)]
+                ax.plot(path[:, 0], path[:, 1], "-", color=colour, lw=1.2, alpha=0.9)
+                ax.plot(path[:, 0], path[:, 1], "o", color=colour, ms=2.5)
+        occ = s["occluder"]
+        if occ is not None:
+            ax.add_patch(Rectangle((occ.x - occ.size / 2, occ.y - occ.size / 2), occ.size, occ.size,
+                                   fill=False, ec="white", lw=1.2, ls=":"))
+        ax.set_title(f"sample {s['index']} · stage {s['stage']}/{self.num_stages} · {part_label(part)}",
+                     fontsize=10)
+        self._draw_stage_panel(fig.add_subplot(gs[1]), decoded, truth, parts)
+        return fig
+
+    def _draw_stage_panel(self, ax, decoded: np.ndarray, truth: np.ndarray, parts) -> None:
+        """Per-stage error of the shown part(s) against the ground truth, in input pixels."""
+        stages = np.arange(1, len(decoded) + 1)
+        vis = truth[:, 2] > 0
+        shown = [p for p in parts if vis[p]]
+        if shown:
+            err = np.linalg.norm(decoded[:, shown, :2] - truth[None, shown, :2], axis=-1)
+            ax.plot(stages, err.mean(1), "o-", color="0.2", label="mean over shown parts" if len(shown) > 1 else None)
+            if len(shown) == 1:
+                ax.set_ylabel("distance to ground truth (px)")
+            else:
+                ax.set_ylabel("mean distance to ground truth (px)")
+            ax.set_ylim(bottom=0)
+        else:
+            ax.text(0.5, 0.5, "part not annotated\nin this sample", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
+        ax.axvline(self.state["stage"], color="tab:orange", lw=1.5, alpha=0.7)
+        ax.set_xticks(stages)
+        ax.set_xlabel("stage")
+        ax.set_title("error per stage", fontsize=10)
+        ax.grid(alpha=0.3)
+
+    def png(self) -> bytes:
+        """The current state rendered as PNG bytes."""
+        buf = io.BytesIO()
+        self.figure().savefig(buf, format="png")
+        return buf.getvalue()
+
+    # ---- widgets ---------------------------------------------------------------------------
+    @property
+    def widget(self):
+        """The ipywidgets panel (built on first use)."""
+        if self._widget is None:
+            self._widget = self._build_widget()
+        return self._widget
+
+    def _build_widget(self):
+        import ipywidgets as W
+
+        s = self.state
+        h, w = torch.as_tensor(self._sample()["image"]).shape[-2:]
+        self._image_widget = W.Image(format="png", value=self.png(),
+                                     layout=W.Layout(width=f"{int(self.figsize[0] * 100)}px"))
+        sample = W.BoundedIntText(value=s["index"], min=0, max=len(self.dataset) - 1, description="sample")
+        stage = W.IntSlider(value=s["stage"], min=1, max=self.num_stages, description="stage",
+                            continuous_update=True)
+        play = W.Play(value=s["stage"], min=1, max=self.num_stages, interval=700, description="play stages")
+        W.jslink((play, "value"), (stage, "value"))
+        part_options = [("all parts", "all")] + [(n.replace("_", " "), i) for i, n in enumerate(skeleton.JOINT_NAMES[: self.codec.num_parts])]
+        if self.codec.num_parts != skeleton.NUM_JOINTS:
+            part_options = [("all parts", "all")] + [(f"part {i}", i) for i in range(self.codec.num_parts)]
+        part = W.Dropdown(options=part_options, value=s["part"], description="part")
+        opacity = W.FloatSlider(value=s["opacity"], min=0.0, max=1.0, step=0.05, description="opacity")
+        truth = W.Checkbox(value=s["show_truth"], description="ground truth", indent=False)
+        pred = W.Checkbox(value=s["show_prediction"], description="prediction", indent=False)
+        path = W.Checkbox(value=s["show_path"], description="argmax path over stages", indent=False)
+        occ_on = W.ToggleButton(value=False, description="occluder", icon="square")
+        occ_x = W.IntSlider(value=int(w) // 2, min=0, max=int(w) - 1, description="occluder x")
+        occ_y = W.IntSlider(value=int(h) // 2, min=0, max=int(h) - 1, description="occluder y")
+        occ_size = W.IntSlider(value=max(8, int(w) // 6), min=4, max=int(w) // 2, description="size")
+        self.controls = dict(sample=sample, stage=stage, play=play, part=part, opacity=opacity,
+                             truth=truth, prediction=pred, path=path, occluder=occ_on,
+                             occluder_x=occ_x, occluder_y=occ_y, occluder_size=occ_size)
+
+        def occluder():
+            return Occluder(occ_x.value, occ_y.value, occ_size.value) if occ_on.value else None
+
+        def on_change(_=None):
+            self.update(index=sample.value, stage=stage.value, part=part.value, opacity=opacity.value,
+                        show_truth=truth.value, show_prediction=pred.value, show_path=path.value,
+                        occluder=occluder())
+
+        for c in (sample, stage, part, opacity, truth, pred, path, occ_on, occ_x, occ_y, occ_size):
+            c.observe(on_change, names="value")
+        left = W.VBox([sample, W.HBox([play, stage]), part, opacity, W.HBox([truth, pred]), path])
+        right = W.VBox([occ_on, occ_x, occ_y, occ_size])
+        return W.VBox([W.HBox([left, right]), self._image_widget])
+
+    def _redraw(self) -> None:
+        if self._widget is not None:
+            self._image_widget.value = self.png()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        # The widget view for front ends that render widgets, and a PNG of the same state for
+        # those that do not (nbconvert, static viewers): nothing fails without a widget manager.
+        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data = dict(data)
+        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
+        data["text/plain"] = repr(self)
+        return data
+
+    def __repr__(self) -> str:
+        s = self.state
+        return (f"BeliefExplorer(sample={s['index']}, stage={s['stage']}/{self.num_stages}, "
+                f"part={part_label(s['part'])}, model runs={self.runs})")
