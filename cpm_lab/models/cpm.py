@@ -12,7 +12,6 @@ channels and smaller kernels for CPU training.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -155,12 +154,16 @@ class CPM(nn.Module):
         return nn.Sequential(*layers)
 
     def _init_weights(self):
-        # Gaussian init as in the official Caffe prototxt (std 0.01), zero biases; He-style
-        # scaling for the wide presets' ReLU layers keeps activations from vanishing in deep stages.
+        # He-normal for the ReLU convs; each stage's belief layer starts small (std 0.01, as the
+        # official Caffe prototxt initialises every layer). A plain std-0.01 init everywhere
+        # would shrink activations ~100x per layer and leave deep stages with dead outputs.
+        heads = {id(seq[-1]) for seq in [self.stage1, *self.stages]}
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-                nn.init.normal_(m.weight, std=min(0.01, math.sqrt(2.0 / fan_in)))
+                if id(m) in heads:
+                    nn.init.normal_(m.weight, std=0.01)
+                else:
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
