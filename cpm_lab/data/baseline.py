@@ -1,0 +1,74 @@
+"""The trivial baseline every pose benchmark should beat: always predict the mean pose.
+
+``MeanPoseBaseline.fit`` averages each joint's position over the training set in
+person-box-normalised coordinates, ``(xy - center) / (scale * 200)`` (so 0 is the person
+centre and +-0.5 the box edges); ``predict`` places that mean pose in each sample's person box.
+A model that does not beat it on PCK has learnt nothing beyond "where joints usually are".
+"""
+from __future__ import annotations
+
+import torch
+
+from .synthetic import SCALE_UNIT_PX
+
+
+def _targets(data) -> dict[str, torch.Tensor]:
+    """keypoints (N, P, 3), center (N, 2), scale (N,) from a dataset or a batch dict."""
+    if isinstance(data, dict):
+        return {k: torch.as_tensor(data[k]) for k in ("keypoints", "center", "scale")}
+    if hasattr(data, "annotations"):  # real-data loaders: no image decoding needed
+        return data.annotations()
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        items = [data[i] for i in range(len(data))]
+        return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("keypoints", "center", "scale")}
+    raise TypeError(f"fit expects a dataset or a batch dict with keypoints/center/scale; got {type(data).__name__}")
+
+
+class MeanPoseBaseline:
+    """Mean training pose in person-box-normalised coordinates.
+
+    Attributes after ``fit``: ``mean`` (P, 2) float32 normalised x, y per joint (NaN for a
+    joint never visible in training) and ``count`` (P,) how many visible examples each mean
+    averages.
+    """
+
+    def __init__(self):
+        self.mean: torch.Tensor | None = None
+        self.count: torch.Tensor | None = None
+
+    def fit(self, data) -> "MeanPoseBaseline":
+        """Fit on a dataset (anything indexable yielding sample dicts, or a cpm_lab real-data
+        loader, whose ``annotations()`` avoids decoding images) or on a batch dict."""
+        t = _targets(data)
+        kp = t["keypoints"].to(torch.float64)
+        if kp.ndim != 3 or kp.shape[-1] != 3 or len(kp) == 0:
+            raise ValueError(f"need keypoints of shape (N, P, 3) with N >= 1; got {tuple(kp.shape)}")
+        box = torch.as_tensor(t["scale"]).to(torch.float64).reshape(-1, 1, 1) * SCALE_UNIT_PX
+        norm = (kp[..., :2] - t["center"].to(torch.float64)[:, None, :]) / box
+        vis = (kp[..., 2] > 0) & torch.isfinite(norm).all(-1)
+        count = vis.sum(0)
+        total = torch.where(vis[..., None], norm, 0.0).sum(0)
+        self.mean = (total / count[:, None].clamp_min(1)).to(torch.float32)
+        self.mean[count == 0] = float("nan")
+        self.count = count
+        return self
+
+    def predict(self, batch: dict) -> torch.Tensor:
+        """Keypoints (N, P, 3) on the batch's device: the mean pose placed in each sample's box
+        (``batch["center"]`` (N, 2), ``batch["scale"]`` (N,)), confidence 1 (0 and the box
+        centre for joints never seen in training)."""
+        if self.mean is None:
+            raise RuntimeError("MeanPoseBaseline is not fitted; call fit(dataset) first")
+        center = torch.as_tensor(batch["center"], dtype=torch.float32)
+        scale = torch.as_tensor(batch["scale"], dtype=torch.float32).to(center.device).reshape(-1)
+        if center.ndim != 2 or center.shape[1] != 2 or scale.shape[0] != center.shape[0]:
+            raise ValueError(f"batch needs center (N, 2) and scale (N,); got {tuple(center.shape)} "
+                             f"and {tuple(scale.shape)}")
+        mean = self.mean.to(center.device)
+        known = torch.isfinite(mean).all(-1)
+        xy = center[:, None, :] + torch.nan_to_num(mean)[None] * (scale * SCALE_UNIT_PX)[:, None, None]
+        conf = known.to(torch.float32)[None, :, None].expand(len(center), -1, 1)
+        return torch.cat([xy, conf], dim=-1)
+
+    def __repr__(self) -> str:
+        return f"MeanPoseBaseline(fitted={self.mean is not None})"

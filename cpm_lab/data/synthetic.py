@@ -1,0 +1,893 @@
+"""SyntheticPoses: procedurally drawn people on which every tutorial runs without a download.
+
+The generator is built so that the central claim of Convolutional Pose Machines is visible:
+*local appearance is ambiguous and spatial context resolves it*.
+
+- Left and right limbs look exactly alike (same colour, texture, width and draw style), and the
+  order in which the two sides are painted is random, so a patch around a wrist cannot tell a
+  left wrist from a right one; only the chain wrist -> elbow -> shoulder -> torso can.
+- Figures face the viewer (the person's right on the image left) unless they face away. The
+  facing cue is the head: a front-facing figure shows a face (skin-coloured oval with two eyes
+  and a mouth under a hair cap); a figure facing away shows the plain back of the head (an oval
+  entirely in hair colour, no eyes or mouth). Labels always follow the person, so for a figure
+  facing away the person's right joints are on the image right.
+- Limb-like distractors (tapered bars, sometimes with an elbow and a hand, in the figure's own
+  limb colours), occluders that hide joints, and a second partial person make local evidence
+  misleading at the harder settings.
+
+The main person is sampled first with a fixed number of random draws, so the same
+``(seed, index)`` shows the same person (clothing, proportions; pose, size and placement
+scaled by the knobs) under every difficulty and knob setting, in a different scene.
+Use different seeds for training and evaluation sets.
+
+Every sample is a pure function of ``(seed, index)``: it draws from
+``numpy.random.default_rng([seed, index])`` only, so it is the same in any process, in any
+order and with any number of threads (no BLAS, no threads; only element-wise numpy and Python
+maths). On one platform the output is bit-identical; a different libm could round a sine in its
+last bit and, rarely, move one edge pixel.
+
+Units: all coordinates are pixels of the generated image, pixel centres at integer coordinates
+(x = column, y = row). The body model is written in units of the standing height (head top to
+ankles) and scaled to pixels.
+"""
+from __future__ import annotations
+
+import colorsys
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cpm_lab import skeleton
+
+#: ``scale`` in a sample is the person size in units of this many pixels (MPII convention:
+#: a box of side ``scale * SCALE_UNIT_PX`` pixels holds the standing person).
+SCALE_UNIT_PX = 200.0
+
+#: Named difficulty presets. Keyword arguments to :class:`SyntheticPoses` override single knobs.
+#:
+#: ===================  ====================================================================
+#: knob                 meaning
+#: ===================  ====================================================================
+#: pose_variability     0 = everyone in the same relaxed standing pose, 1 = full joint ranges
+#: rotation_range       whole-figure in-plane rotation, uniform in [-r, r] degrees
+#: scale_range          (lo, hi) factor on the standing height, which is 60-85% of image_size
+#: jitter               person-centre offset from the image centre, fraction of image_size
+#: keep_inside          if True, shrink/shift the person so every joint lies inside the image
+#: facing_away_prob     probability that the person faces away (right joints on image right)
+#: distractors          (lo, hi) count of limb-shaped bars in the person's limb colours
+#: occluders            (lo, hi) count of shapes drawn over the person; hidden joints get v=0
+#: second_person_prob   probability of an unlabelled second person, cut by the image border
+#: background_shapes    (lo, hi) count of non-limb clutter shapes (ellipses, boxes, triangles)
+#: noise                standard deviation of additive pixel noise (image range is [0, 1])
+#: ===================  ====================================================================
+DIFFICULTIES: dict[str, dict[str, Any]] = {
+    "easy": dict(
+        pose_variability=0.5, rotation_range=10.0, scale_range=(0.95, 1.05), jitter=0.04,
+        keep_inside=True, facing_away_prob=0.0, distractors=(0, 1), occluders=(0, 0),
+        second_person_prob=0.0, background_shapes=(2, 4), noise=0.02,
+    ),
+    "standard": dict(
+        pose_variability=0.8, rotation_range=25.0, scale_range=(0.85, 1.1), jitter=0.08,
+        keep_inside=True, facing_away_prob=0.25, distractors=(2, 5), occluders=(0, 1),
+        second_person_prob=0.3, background_shapes=(4, 8), noise=0.04,
+    ),
+    "hard": dict(
+        pose_variability=1.0, rotation_range=45.0, scale_range=(0.7, 1.2), jitter=0.15,
+        keep_inside=False, facing_away_prob=0.4, distractors=(5, 9), occluders=(1, 3),
+        second_person_prob=0.6, background_shapes=(6, 12), noise=0.06,
+    ),
+}
+_COUNT_KNOBS = ("distractors", "occluders", "background_shapes")
+_PROB_KNOBS = ("facing_away_prob", "second_person_prob")
+_NONNEG_KNOBS = ("pose_variability", "rotation_range", "jitter", "noise")
+
+# ---------------------------------------------------------------------------------------------
+# Body model, in units of the standing height (head top to ankles).
+# ---------------------------------------------------------------------------------------------
+_HEAD = 0.17            # head top -> neck joint
+_TORSO = 0.32           # neck joint -> pelvis (midpoint of the hips)
+_SHOULDER_HALF = 0.11   # half the shoulder width
+_SHOULDER_DROP = 0.035  # shoulders sit this far below the neck joint, along the spine
+_HIP_HALF = 0.075
+_SEG_LEN = {"upper_arm": 0.175, "forearm": 0.155, "thigh": 0.25, "shank": 0.25}
+#: (radius at parent joint, radius at child joint): limbs taper towards the extremities.
+_SEG_RADIUS = {"upper_arm": (0.030, 0.023), "forearm": (0.023, 0.017),
+               "thigh": (0.045, 0.032), "shank": (0.032, 0.021)}
+#: The eight limbs as (parent, child, segment kind), grouped per side: (right, left).
+_ARMS = (((8, 7, "upper_arm"), (7, 6, "forearm")), ((9, 10, "upper_arm"), (10, 11, "forearm")))
+_LEGS = (((2, 1, "thigh"), (1, 0, "shank")), ((3, 4, "thigh"), (4, 5, "shank")))
+
+# Joint-angle limits in degrees as (neutral, lo, hi); a sampled angle is
+# neutral + pose_variability * (uniform(lo, hi) - neutral). Limb angles are abductions measured
+# from "straight down along the spine", positive away from the body's midline, mirrored per side
+# so the left and right limbs have the same distribution. Child angles are relative to the parent.
+_ANGLES = np.array([
+    (0.0, -15.0, 15.0),    # 0 spine lean
+    (0.0, -25.0, 25.0),    # 1 head tilt relative to the spine
+    (12.0, -25.0, 170.0),  # 2 right shoulder abduction
+    (8.0, -140.0, 100.0),  # 3 right elbow
+    (12.0, -25.0, 170.0),  # 4 left shoulder
+    (8.0, -140.0, 100.0),  # 5 left elbow
+    (5.0, -20.0, 60.0),    # 6 right hip abduction
+    (0.0, -40.0, 70.0),    # 7 right knee
+    (5.0, -20.0, 60.0),    # 8 left hip
+    (0.0, -40.0, 70.0),    # 9 left knee
+])
+
+_SKIN = np.array([(0.96, 0.80, 0.69), (0.91, 0.72, 0.58), (0.78, 0.57, 0.44), (0.63, 0.45, 0.33),
+                  (0.45, 0.31, 0.22), (0.33, 0.22, 0.15)], dtype=np.float32)
+_HAIR = np.array([(0.08, 0.06, 0.05), (0.25, 0.15, 0.08), (0.45, 0.30, 0.15), (0.85, 0.72, 0.40),
+                  (0.60, 0.25, 0.10), (0.65, 0.65, 0.65)], dtype=np.float32)
+_DARK = np.array((0.05, 0.04, 0.04), dtype=np.float32)
+_LIPS = np.array((0.55, 0.15, 0.15), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class LimbStyle:
+    """How one body part is painted: base RGB ``colour`` in [0, 1]; if ``stripe_period`` > 0
+    (pixels along the limb axis) bands alternate between ``colour`` and ``stripe_colour``;
+    ``noise`` is the amplitude of a fixed grain texture."""
+
+    colour: tuple[float, float, float]
+    stripe_colour: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    stripe_period: float = 0.0
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        # (3, 1, 1) arrays ready to broadcast against (3, h, w) image patches.
+        object.__setattr__(self, "_c", np.array(self.colour, dtype=np.float32)[:, None, None])
+        object.__setattr__(self, "_c2", np.array(self.stripe_colour, dtype=np.float32)[:, None, None]
+                           if self.stripe_period > 0 else None)
+
+
+def _plain(colour) -> LimbStyle:
+    return LimbStyle(tuple(float(c) for c in colour))
+
+
+@dataclass
+class _Figure:
+    joints: np.ndarray              # (14, 2) pixel coordinates
+    height_px: float                # standing height in pixels
+    facing_away: bool
+    skin: LimbStyle
+    hair: LimbStyle
+    shoe: LimbStyle
+    torso: LimbStyle
+    trousers: LimbStyle
+    segment_styles: dict[str, LimbStyle]   # by segment kind, shared by both sides
+    width: float                    # build: multiplies every limb radius
+    right_first: tuple[bool, bool]  # paint right arm / right leg before the left one
+    tex_offset: tuple[int, int]
+
+    def limb_styles(self) -> dict[tuple[int, int], LimbStyle]:
+        """Style of each of the eight limbs, keyed by (parent, child) joint index as in LIMBS."""
+        return {(a, b): self.segment_styles[kind] for side in _ARMS + _LEGS for a, b, kind in side}
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached helpers. All caches are deterministic functions of their key.
+# ---------------------------------------------------------------------------------------------
+_TEX_PAD = 64
+_caches: dict[Any, np.ndarray] = {}
+
+
+def _arange(n: int) -> np.ndarray:
+    key = ("arange", n)
+    if key not in _caches:
+        _caches[key] = np.arange(n, dtype=np.float32)
+    return _caches[key]
+
+
+def _noise_field(size: int, amplitude: float = 1.0) -> np.ndarray:
+    """Fixed noise (3, size + pad, size + pad) with standard deviation ``amplitude``. Items crop
+    it at random offsets, which is ~20x cheaper than drawing fresh normal noise per image."""
+    key = ("noise", size, amplitude)
+    if key not in _caches:
+        n = size + _TEX_PAD
+        field = np.random.default_rng(20160130).standard_normal((3, n, n), dtype=np.float32)
+        _caches[key] = field * np.float32(amplitude)
+    return _caches[key]
+
+
+def _bilinear_index(size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For bilinear resampling of k cells to ``size`` pixels: left cell index (size,) and
+    weight of the right cell (size,) float32."""
+    key = ("bilinear", size, k)
+    if key not in _caches:
+        pos = np.clip((np.arange(size) + 0.5) / size * k - 0.5, 0, k - 1)
+        lo = np.minimum(np.floor(pos).astype(np.intp), k - 2)
+        _caches[key] = (lo, (pos - lo).astype(np.float32))
+    return _caches[key]
+
+
+def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling of (3, k, k) to (3, size, size). Gathers and element-wise maths only:
+    BLAS matmul would be shorter but is multi-threaded and slow under load at these shapes."""
+    lo, w = _bilinear_index(size, grid.shape[1])
+    # Interpolate along x at the small size, then along y; differences are taken at the small
+    # size so the full-size work is two contiguous row gathers, a multiply and an add.
+    step = np.diff(grid, axis=2)
+    rows = np.ascontiguousarray(np.take(grid, lo, axis=2) + np.take(step, lo, axis=2) * w)
+    step = np.diff(rows, axis=1)
+    out = np.take(rows, lo, axis=1)
+    out += np.take(step, lo, axis=1) * w[:, None]
+    return out
+
+
+def _cloth_colour(h: float, s: float, v: float) -> tuple[float, float, float]:
+    return colorsys.hsv_to_rgb(h, 0.25 + 0.65 * s, 0.25 + 0.7 * v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rasterisation primitives. Each paints into img (3, S, S) inside the shape's bounding box only
+# and returns (row slice, col slice, inside mask), or None if the shape misses the image.
+# Pixel (row r, col c) has its centre at x = c, y = r.
+# ---------------------------------------------------------------------------------------------
+def _bbox(img: np.ndarray, x0: float, x1: float, y0: float, y1: float):
+    size_y, size_x = img.shape[1], img.shape[2]
+    bx0, bx1 = max(math.floor(x0), 0), min(math.ceil(x1) + 1, size_x)
+    by0, by1 = max(math.floor(y0), 0), min(math.ceil(y1) + 1, size_y)
+    if bx0 >= bx1 or by0 >= by1:
+        return None
+    return by0, by1, bx0, bx1
+
+
+class _Canvas:
+    """Painter's-algorithm canvas over img (3, S, S).
+
+    Draw calls are queued; :meth:`flush` computes the geometry of every queued capsule in ONE
+    vectorised pass over a (K, h, w) stack of their bounding boxes, then paints all queued
+    shapes in call order. Batching cuts the number of numpy calls ~4x, which is what limits
+    speed at these small array sizes.
+    """
+
+    def __init__(self, img: np.ndarray) -> None:
+        self.img = img
+        self._ops: list[tuple[Any, Any]] = []
+        self._caps: list[tuple] = []
+
+    def capsule(self, p0, p1, r0: float, r1: float, style: LimbStyle, tex=None, shade: float = 0.35,
+                tip=None) -> None:
+        """Tapered capsule from p0 (radius r0) to p1 (radius r1): the limb primitive.
+
+        Shaded darker towards the outline so it reads as a rounded body part; stripes run
+        across the axis; ``tip`` = (t0, colour (3, 1, 1)) paints the part beyond fraction t0 of
+        the axis in another colour (hand, shoe, hair cap).
+        """
+        self._ops.append((None, len(self._caps)))
+        self._caps.append((float(p0[0]), float(p0[1]), float(p1[0]), float(p1[1]), r0, r1,
+                           style, tex, shade, tip))
+
+    def call(self, fn, *args, **kwargs) -> None:
+        """Queue ``fn(img, *args, **kwargs)`` (a polygon, ellipse or box primitive)."""
+        self._ops.append((fn, (args, kwargs)))
+
+    def flush(self) -> None:
+        geometry = self._capsule_geometry()
+        for fn, args in self._ops:
+            if fn is None:
+                self._paint_capsule(geometry, args)
+            else:
+                fn(self.img, *args[0], **args[1])
+        self._ops, self._caps = [], []
+
+    def _capsule_geometry(self):
+        if not self._caps:
+            return None
+        size_y, size_x = self.img.shape[1:]
+        x0, y0, x1, y1, r0, r1, shade = np.array(
+            [c[:6] + (c[8],) for c in self._caps], dtype=np.float64).T
+        vx, vy = x1 - x0, y1 - y0
+        len2 = vx * vx + vy * vy
+        dot = len2 < 1e-6
+        vx = np.where(dot, 1e-3, vx)   # a zero-length capsule (a disk) as a tiny segment
+        len2 = np.where(dot, vx * vx + vy * vy, len2)
+        length = np.sqrt(len2)
+        rmax = np.maximum(r0, r1)
+        bx0 = np.clip(np.floor(np.minimum(x0, x1) - rmax), 0, size_x).astype(int)
+        bx1 = np.clip(np.ceil(np.maximum(x0, x1) + rmax) + 1, 0, size_x).astype(int)
+        by0 = np.clip(np.floor(np.minimum(y0, y1) - rmax), 0, size_y).astype(int)
+        by1 = np.clip(np.ceil(np.maximum(y0, y1) + rmax) + 1, 0, size_y).astype(int)
+        wk, hk = bx1 - bx0, by1 - by0
+        valid = (wk > 0) & (hk > 0)
+        if not valid.any():
+            return None
+        wm, hm = int(wk.max()), int(hk.max())
+
+        def col(a):   # per-capsule scalars as (K, 1, 1) float32
+            return a.astype(np.float32)[:, None, None]
+
+        xs = _arange(wm)[None, None, :] + col(bx0 - x0)           # (K, 1, wm)
+        ys = _arange(hm)[None, :, None] + col(by0 - y0)           # (K, hm, 1)
+        q = xs * col(vx / len2) + ys * col(vy / len2)             # along the axis, 0..1 between ends
+        t = np.maximum(q, 0.0)
+        np.minimum(t, 1.0, out=t)
+        d2 = xs * col(vy / length) - ys * col(vx / length)        # signed distance across the axis
+        d2 *= d2
+        q -= t                                                    # overshoot beyond an end cap
+        q *= q
+        q *= col(len2)
+        d2 += q                                                   # squared distance to the segment
+        rr = t * col(r1 - r0)
+        rr += col(r0)
+        rr *= rr
+        inside = d2 <= rr
+        d2 /= rr
+        d2 *= col(-shade)
+        d2 += 1.0                                                 # shading factor
+        return bx0, by0, wk, hk, valid, length, t, inside, d2
+
+    def _paint_capsule(self, geometry, k: int) -> None:
+        if geometry is None or not geometry[4][k]:
+            return
+        bx0, by0, wk, hk, _, length, t, inside, shading = geometry
+        _, _, _, _, _, _, style, tex, shade, tip = self._caps[k]
+        x0, y0, w, h = int(bx0[k]), int(by0[k]), int(wk[k]), int(hk[k])
+        t = t[k, :h, :w]
+        colour = style._c
+        if style.stripe_period > 0:
+            band = (t * (length[k] / style.stripe_period)) % 1.0 < 0.5
+            colour = np.where(band, colour, style._c2)
+        if tip is not None:
+            colour = np.where(t > tip[0], tip[1], colour)
+        if shade > 0:
+            colour = colour * shading[k, :h, :w]
+        if style.noise > 0 and tex is not None:
+            colour = colour + style.noise * tex[y0:y0 + h, x0:x0 + w]
+        np.copyto(self.img[:, y0:y0 + h, x0:x0 + w], colour, where=inside[k, :h, :w])
+
+
+def _convex(img, pts, colour, alpha=1.0, bands=None, tex=None, noise=0.0, split=None):
+    """Filled convex polygon with vertices ``pts`` (n, 2) in either winding. ``bands`` =
+    (origin, unit axis, period, colour2) paints stripes perpendicular to the axis; ``split`` =
+    (origin, unit axis, offset, colour2) paints colour2 where the projection on the axis is
+    below the offset."""
+    p = pts.tolist()
+    xs_p, ys_p = [v[0] for v in p], [v[1] for v in p]
+    box = _bbox(img, min(xs_p), max(xs_p), min(ys_p), max(ys_p))
+    if box is None:
+        return None
+    by0, by1, bx0, bx1 = box
+    X = _arange(bx1)[bx0:]
+    Y = _arange(by1)[by0:][:, None]
+    area = sum(p[i - 1][0] * p[i][1] - p[i][0] * p[i - 1][1] for i in range(len(p)))
+    sgn = 1.0 if area >= 0 else -1.0
+    inside = None
+    for i in range(len(p)):   # inside = on the inner side of every edge
+        (xi, yi), (xj, yj) = p[i - 1], p[i]
+        a, b = -sgn * (yj - yi), sgn * (xj - xi)
+        m = (X * a) + (Y * b + (-a * xi - b * yi)) >= 0
+        inside = m if inside is None else np.logical_and(inside, m, out=inside)
+    col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
+    if bands is not None:
+        (ox, oy), (ux, uy), period, colour2 = bands
+        s = ((X - ox) * (ux / period) + (Y - oy) * (uy / period)) % 1.0 < 0.5
+        col = np.where(s, col, np.asarray(colour2, dtype=np.float32).reshape(3, 1, 1))
+    if split is not None:
+        (ox, oy), (ux, uy), offset, colour2 = split
+        s = (X - ox) * ux + (Y - oy) * uy < offset
+        col = np.where(s, np.asarray(colour2, dtype=np.float32).reshape(3, 1, 1), col)
+    if noise > 0 and tex is not None:
+        col = col + noise * tex[by0:by1, bx0:bx1]
+    region = img[:, by0:by1, bx0:bx1]
+    if alpha < 1.0:
+        col = region * (1.0 - alpha) + col * alpha
+    np.copyto(region, col, where=inside)
+    return slice(by0, by1), slice(bx0, bx1), inside
+
+
+def _ellipse(img, cx, cy, a, b, angle, colour, alpha=1.0):
+    """Filled ellipse centred at (cx, cy) with semi-axes a (along ``angle`` radians) and b."""
+    r = max(a, b)
+    box = _bbox(img, cx - r, cx + r, cy - r, cy + r)
+    if box is None:
+        return None
+    by0, by1, bx0, bx1 = box
+    X = _arange(bx1)[bx0:] - cx
+    Y = _arange(by1)[by0:][:, None] - cy
+    c, s = math.cos(angle), math.sin(angle)
+    u = X * (c / a) + Y * (s / a)
+    v = X * (-s / b) + Y * (c / b)
+    u *= u
+    v *= v
+    u += v
+    inside = u <= 1.0
+    col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
+    region = img[:, by0:by1, bx0:bx1]
+    if alpha < 1.0:
+        col = region * (1.0 - alpha) + col * alpha
+    np.copyto(region, col, where=inside)
+    return slice(by0, by1), slice(bx0, bx1), inside
+
+
+def _box(img, x0, y0, x1, y1, colour, alpha=1.0):
+    """Axis-aligned filled rectangle [x0, x1] x [y0, y1]: a plain slice assignment."""
+    box = _bbox(img, math.ceil(x0), math.floor(x1), math.ceil(y0), math.floor(y1))
+    if box is None:
+        return None
+    by0, by1, bx0, bx1 = box
+    col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
+    region = img[:, by0:by1, bx0:bx1]
+    region[...] = col if alpha >= 1.0 else region * (1.0 - alpha) + col * alpha
+    return slice(by0, by1), slice(bx0, bx1), np.ones((by1 - by0, bx1 - bx0), dtype=bool)
+
+
+def _pixel(img: np.ndarray, p, colour) -> None:
+    x, y = math.floor(p[0] + 0.5), math.floor(p[1] + 0.5)
+    if 0 <= x < img.shape[2] and 0 <= y < img.shape[1]:
+        img[:, y, x] = colour
+
+
+def _dot(canvas: _Canvas, p, radius: float, colour) -> None:
+    """A small mark (eye, mouth): one pixel when tiny, a disk otherwise."""
+    if radius < 1.2:
+        canvas.call(_pixel, p, colour)
+    else:
+        canvas.capsule(p, p, radius, radius, _plain(colour), shade=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling: pose, style, figure placement.
+# ---------------------------------------------------------------------------------------------
+def _sample_pose(u: list[float], variability: float, facing_away: bool) -> list[tuple[float, float]]:
+    """14 joints (x, y) in body units, pelvis at the origin, y down, figure upright.
+
+    ``u`` holds 26 uniforms: 10 angles, 8 foreshortenings, 8 proportions.
+    """
+    ang = [math.radians(n + variability * (lo + ui * (hi - lo) - n))
+           for (n, lo, hi), ui in zip(_ANGLES.tolist(), u[:10])]
+    # Foreshortening stands in for out-of-plane motion; squared so most limbs are near full length.
+    fore = [1.0 - 0.35 * variability * ui * ui for ui in u[10:18]]
+    prop = [0.92 + 0.16 * ui for ui in u[18:26]]
+    lean, tilt = ang[0], ang[1]
+    up = (math.sin(lean), -math.cos(lean))
+    down = (-up[0], -up[1])
+    perp = (math.cos(lean), math.sin(lean))   # towards the person's left when facing the viewer
+    j = [[0.0, 0.0] for _ in range(skeleton.NUM_JOINTS)]
+    torso, head = _TORSO * prop[4], _HEAD * prop[5]
+    sh_half, hip_half = _SHOULDER_HALF * prop[6], _HIP_HALF * prop[7]
+    neck = (up[0] * torso, up[1] * torso)
+    j[12] = list(neck)
+    ht = lean + tilt
+    j[13] = [neck[0] + head * math.sin(ht), neck[1] - head * math.cos(ht)]
+    for side, s in ((0, -1.0), (1, 1.0)):
+        def direction(a: float) -> tuple[float, float]:
+            ca, sa = math.cos(a), math.sin(a)
+            return ca * down[0] + sa * s * perp[0], ca * down[1] + sa * s * perp[1]
+
+        (sh, el, _), (_, wr, _) = _ARMS[side]
+        (hp, kn, _), (_, an, _) = _LEGS[side]
+        j[sh] = [neck[0] + _SHOULDER_DROP * down[0] + s * sh_half * perp[0],
+                 neck[1] + _SHOULDER_DROP * down[1] + s * sh_half * perp[1]]
+        j[hp] = [s * hip_half * perp[0], s * hip_half * perp[1]]
+        a_ua, a_fa = ang[2 + 2 * side], ang[2 + 2 * side] + ang[3 + 2 * side]
+        a_th, a_sh = ang[6 + 2 * side], ang[6 + 2 * side] + ang[7 + 2 * side]
+        for parent, child, a, length in (
+            (sh, el, a_ua, _SEG_LEN["upper_arm"] * prop[0] * fore[4 * side]),
+            (el, wr, a_fa, _SEG_LEN["forearm"] * prop[1] * fore[4 * side + 1]),
+            (hp, kn, a_th, _SEG_LEN["thigh"] * prop[2] * fore[4 * side + 2]),
+            (kn, an, a_sh, _SEG_LEN["shank"] * prop[3] * fore[4 * side + 3]),
+        ):
+            dx, dy = direction(a)
+            j[child] = [j[parent][0] + length * dx, j[parent][1] + length * dy]
+    if facing_away:   # mirror the body: the person's right moves to the image right
+        return [(-x, y) for x, y in j]
+    return [(x, y) for x, y in j]
+
+
+def _limb_style(colour, u: list[float], kind: float, height_px: float) -> LimbStyle:
+    """Plain (50%), striped (30%) or grainy (20%) version of ``colour``."""
+    colour = tuple(float(c) for c in colour)
+    if kind < 0.5:
+        return LimbStyle(colour)
+    if kind < 0.8:
+        dark = 0.35 + 0.4 * u[0]
+        stripe = tuple(c * dark for c in colour) if u[1] < 0.5 else tuple(
+            float(c) for c in colorsys.hsv_to_rgb(u[2], 0.2 + 0.6 * u[0], 0.3 + 0.6 * u[1]))
+        return LimbStyle(colour, stripe, height_px * (0.035 + 0.04 * u[2]))
+    return LimbStyle(colour, noise=0.06 + 0.1 * u[1])
+
+
+def _sample_figure(rng: np.random.Generator, knobs: dict[str, Any], size: int,
+                   centre: tuple[float, float] | None = None, keep_inside: bool = False) -> _Figure:
+    """One person: pose, clothing and placement. Always consumes the same number of random
+    draws, so knobs that act later (clutter, occluders) never change the main figure."""
+    u = rng.random(64).tolist()
+    facing_away = u[0] < knobs["facing_away_prob"]
+    pose = _sample_pose(u[1:27], knobs["pose_variability"], facing_away)
+    lo, hi = knobs["scale_range"]
+    height = size * (0.6 + 0.25 * u[27]) * (lo + (hi - lo) * u[28])
+    rot = math.radians(knobs["rotation_range"] * (2 * u[29] - 1))
+    c, s = math.cos(rot) * height, math.sin(rot) * height
+    pts = [(x * c - y * s, x * s + y * c) for x, y in pose]
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    mx, my = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    ext_x, ext_y = max(xs) - min(xs), max(ys) - min(ys)
+    jit = knobs["jitter"] * size
+    if centre is None:
+        centre = ((size - 1) / 2 + jit * (2 * u[30] - 1), (size - 1) / 2 + jit * (2 * u[31] - 1))
+    cx, cy = centre
+    f = 1.0
+    if keep_inside:
+        margin = max(2.0, 0.04 * size)
+        avail = size - 1 - 2 * margin
+        if max(ext_x, ext_y) > avail:
+            f = avail / max(ext_x, ext_y)
+            ext_x, ext_y, height = ext_x * f, ext_y * f, height * f
+        cx = min(max(cx, margin + ext_x / 2), size - 1 - margin - ext_x / 2)
+        cy = min(max(cy, margin + ext_y / 2), size - 1 - margin - ext_y / 2)
+    joints = np.array([(cx + f * (x - mx), cy + f * (y - my)) for x, y in pts])
+
+    skin = _plain(_SKIN[int(u[32] * len(_SKIN))] * (0.92 + 0.16 * u[33]))
+    hair = _plain(_HAIR[int(u[34] * len(_HAIR))])
+    shoe = _plain(_cloth_colour(u[41], 0.3 * u[42], 0.2 * u[43]))
+    torso = _limb_style(_cloth_colour(u[35], u[36], u[37]), u[44:47], u[47], height)
+    trousers = _limb_style(_cloth_colour(u[38], u[39], 0.8 * u[40]), u[48:51], u[51], height)
+    sleeves, legs = u[52], u[53]
+    segment_styles = {
+        "upper_arm": torso if sleeves < 0.75 else skin,    # long or short sleeves, or none
+        "forearm": torso if sleeves < 0.4 else skin,
+        "thigh": trousers if legs < 0.85 else skin,        # trousers, shorts or bare legs
+        "shank": trousers if legs < 0.6 else skin,
+    }
+    return _Figure(
+        joints=joints, height_px=float(height), facing_away=facing_away, skin=skin, hair=hair,
+        shoe=shoe, torso=torso, trousers=trousers, segment_styles=segment_styles,
+        width=0.95 + 0.4 * u[54], right_first=(u[55] < 0.5, u[56] < 0.5),
+        tex_offset=(int(u[57] * _TEX_PAD), int(u[58] * _TEX_PAD)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Painting a figure.
+# ---------------------------------------------------------------------------------------------
+# Plain-float 2-D vector helpers: at this size numpy calls would cost more than the maths.
+def _unit(v) -> tuple[float, float]:
+    n = math.hypot(v[0], v[1])
+    return (v[0] / n, v[1] / n) if n > 1e-9 else (0.0, 1.0)
+
+
+def _comb(p, *terms) -> tuple[float, float]:
+    """p + sum(f * v for f, v in terms) for 2-D points/vectors."""
+    x, y = p
+    for f, v in terms:
+        x += f * v[0]
+        y += f * v[1]
+    return x, y
+
+
+#: Hands and feet continue the forearm / shank beyond the wrist / ankle (fraction of height).
+_HAND_LEN, _FOOT_LEN = 0.045, 0.05
+
+
+def _chain(canvas: _Canvas, p0, p1, p2, kinds: tuple[str, str], styles: dict[str, LimbStyle],
+           w: float, end: LimbStyle | None, end_len: float, tex) -> None:
+    """Two limb segments p0 -> p1 -> p2; the second continues ``end_len`` pixels past p2 in
+    the ``end`` style (hand or shoe), so the joint p2 lies where the two colours meet."""
+    r0, r1 = _SEG_RADIUS[kinds[0]]
+    canvas.capsule(p0, p1, r0 * w, r1 * w, styles[kinds[0]], tex)
+    r0, r1 = _SEG_RADIUS[kinds[1]]
+    seg = (p2[0] - p1[0], p2[1] - p1[1])
+    seg_len = math.hypot(*seg)
+    if end is None or seg_len < 1e-6:
+        canvas.capsule(p1, p2, r0 * w, r1 * w, styles[kinds[1]], tex)
+        return
+    full = seg_len + end_len
+    r_end = max(r0 + (r1 - r0) * full / seg_len, 1.1 * r1)
+    canvas.capsule(p1, _comb(p1, (full / seg_len, seg)), r0 * w, r_end * w, styles[kinds[1]], tex,
+                   tip=(seg_len / full, end._c))
+
+
+def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
+    """Queue one person on ``canvas``: legs, torso, neck and head, then arms (so they can cross
+    in front of the torso). Left and right sides are painted identically, in random order."""
+    size_y, size_x = canvas.img.shape[1:]
+    oy, ox = fig.tex_offset
+    tex = tex[oy:oy + size_y, ox:ox + size_x]
+    j = [tuple(p) for p in fig.joints.tolist()]
+    h = fig.height_px
+    w = fig.width * h
+    styles = fig.segment_styles
+
+    for (hp, kn, k1), (_, an, k2) in (_LEGS if fig.right_first[1] else _LEGS[::-1]):
+        _chain(canvas, j[hp], j[kn], j[an], (k1, k2), styles, w, fig.shoe, _FOOT_LEN * h, tex)
+
+    # Torso: one quadrilateral from the shoulders down over the hip joints; shirt above the
+    # waist, trousers below it; shirt stripes run across the spine.
+    pelvis = ((j[2][0] + j[3][0]) / 2, (j[2][1] + j[3][1]) / 2)
+    spine = (j[12][0] - pelvis[0], j[12][1] - pelvis[1])
+    up = _unit(spine)
+    across_h = _unit((j[3][0] - j[2][0], j[3][1] - j[2][1]))   # right hip -> left hip
+    across_s = _unit((j[9][0] - j[8][0], j[9][1] - j[8][1]))
+    r_ua = _SEG_RADIUS["upper_arm"][0] * w
+    r_th = _SEG_RADIUS["thigh"][0] * w
+    torso_poly = np.array([
+        _comb(j[8], (-0.6 * r_ua, across_s), (0.7 * r_ua, up)),
+        _comb(j[9], (0.6 * r_ua, across_s), (0.7 * r_ua, up)),
+        _comb(j[3], (r_th, across_h), (-0.6 * r_th, up)),
+        _comb(j[2], (-r_th, across_h), (-0.6 * r_th, up)),
+    ])
+    st = fig.torso
+    bands = (j[12], up, st.stripe_period, st.stripe_colour) if st.stripe_period else None
+    waist = (pelvis, up, 0.22 * math.hypot(*spine), fig.trousers.colour)
+    canvas.call(_convex, torso_poly, st.colour, bands=bands, tex=tex, noise=st.noise, split=waist)
+
+    # Neck, then the head: an egg-shaped capsule from chin to crown. The facing cue: facing the
+    # viewer, a skin-coloured face with eyes and mouth under a hair cap; facing away, all hair.
+    hl = math.hypot(j[12][0] - j[13][0], j[12][1] - j[13][1])
+    hd = _unit((j[12][0] - j[13][0], j[12][1] - j[13][1]))    # head top -> neck
+    hp_ = (-hd[1], hd[0])
+    canvas.capsule(j[12], _comb(j[13], (0.62 * hl, hd)), 0.028 * w, 0.028 * w, fig.skin, shade=0)
+    r_top, r_chin = 0.3 * hl, 0.22 * hl
+    crown, chin = _comb(j[13], (r_top, hd)), _comb(j[13], (0.74 * hl - r_chin, hd))
+    if fig.facing_away:
+        canvas.capsule(chin, crown, r_chin, r_top, fig.hair, shade=0.25)
+    else:
+        canvas.capsule(chin, crown, r_chin, r_top, fig.skin, shade=0.25, tip=(0.62, fig.hair._c))
+        eye_c = _comb(j[13], (0.42 * hl, hd))
+        for s in (-0.12, 0.12):
+            _dot(canvas, _comb(eye_c, (s * hl, hp_)), 0.055 * hl, _DARK)
+        _dot(canvas, _comb(j[13], (0.6 * hl, hd)), 0.045 * hl, _LIPS)
+
+    for (sh, el, k1), (_, wr, k2) in (_ARMS if fig.right_first[0] else _ARMS[::-1]):
+        _chain(canvas, j[sh], j[el], j[wr], (k1, k2), styles, w, fig.skin, _HAND_LEN * h, tex)
+
+
+# ---------------------------------------------------------------------------------------------
+# Knob validation.
+# ---------------------------------------------------------------------------------------------
+def _resolve_knobs(difficulty: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; valid difficulties: {sorted(DIFFICULTIES)}")
+    knobs = dict(DIFFICULTIES[difficulty])
+    unknown = sorted(set(overrides) - set(knobs))
+    if unknown:
+        raise ValueError(f"unknown knob(s) {unknown}; valid knobs: {sorted(knobs)}")
+    knobs.update(overrides)
+    for name in _COUNT_KNOBS:
+        v = knobs[name]
+        try:
+            lo, hi = (v, v) if np.isscalar(v) else tuple(v)
+            ok = int(lo) == lo and int(hi) == hi and 0 <= lo <= hi
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"knob {name!r} must be a count n >= 0 or a range (lo, hi) with "
+                             f"0 <= lo <= hi, got {v!r}")
+        knobs[name] = (int(lo), int(hi))
+    for name in _PROB_KNOBS + _NONNEG_KNOBS:
+        v = knobs[name]
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = math.nan
+        if name in _PROB_KNOBS and not 0.0 <= x <= 1.0:
+            raise ValueError(f"knob {name!r} must be a probability in [0, 1], got {v!r}")
+        if not x >= 0.0:
+            raise ValueError(f"knob {name!r} must be a number >= 0, got {v!r}")
+        knobs[name] = x
+    v = knobs["scale_range"]
+    try:
+        lo, hi = (float(x) for x in v)
+        ok = 0.0 < lo <= hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"knob 'scale_range' must be (lo, hi) with 0 < lo <= hi, got {v!r}")
+    knobs["scale_range"] = (lo, hi)
+    knobs["keep_inside"] = bool(knobs["keep_inside"])
+    return knobs
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset.
+# ---------------------------------------------------------------------------------------------
+class SyntheticPoses(Dataset):
+    """Procedurally generated single-person pose images in the LSP-14 joint order.
+
+    Args:
+        length: number of items (any size; items are generated on the fly).
+        image_size: side S of the square images, in pixels.
+        difficulty: a key of :data:`DIFFICULTIES` ("easy", "standard", "hard").
+        seed: non-negative int; item ``i`` is a pure function of ``(seed, i)``.
+        **knobs: overrides of single knobs of the preset (see :data:`DIFFICULTIES`).
+
+    Each item is a dict (see :mod:`cpm_lab.data`): ``image`` float32 (3, S, S) in [0, 1],
+    ``keypoints`` float32 (14, 3) = (x, y, visibility) in pixels, ``center`` float32 (2,) = the
+    centre of the joints' bounding box, ``scale`` float32 0-d = standing height / SCALE_UNIT_PX,
+    ``index`` int. A joint has visibility 0 when it is outside the image or under an occluder;
+    its coordinates are still the true ones. Self-occlusion (an arm in front of the torso)
+    keeps visibility 1.
+    """
+
+    def __init__(self, length: int = 1000, image_size: int = 128, difficulty: str = "standard",
+                 seed: int = 0, **knobs: Any) -> None:
+        if int(length) != length or length < 0:
+            raise ValueError(f"length must be a non-negative int, got {length!r}")
+        if int(image_size) != image_size or image_size < 16:
+            raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.length, self.image_size, self.seed = int(length), int(image_size), int(seed)
+        self.difficulty = difficulty
+        self.knobs = _resolve_knobs(difficulty, knobs)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        knobs = ", ".join(f"{k}={v!r}" for k, v in self.knobs.items())
+        return (f"SyntheticPoses(length={self.length}, image_size={self.image_size}, "
+                f"difficulty={self.difficulty!r}, seed={self.seed}, {knobs})")
+
+    def describe(self) -> str:
+        """Multi-line summary: length, image size, difficulty and every knob's value."""
+        lines = [f"SyntheticPoses: {self.length} items, {self.image_size}x{self.image_size} px, "
+                 f"difficulty {self.difficulty!r}, seed {self.seed}"]
+        preset = _resolve_knobs(self.difficulty, {})
+        for k, v in self.knobs.items():
+            lines.append(f"  {k:<20} {v!r}" + ("" if v == preset[k] else f"   (preset: {preset[k]!r})"))
+        return "\n".join(lines)
+
+    def _check_index(self, index: int) -> int:
+        i = operator.index(index)
+        if i < 0:
+            i += self.length
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {index} out of range for SyntheticPoses of length {self.length}")
+        return i
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = self._check_index(index)
+        image, kp, meta = self._render(i)
+        joints = kp[:, :2]
+        centre = (joints.min(0) + joints.max(0)) / 2
+        return {
+            "image": torch.from_numpy(image),
+            "keypoints": torch.from_numpy(kp),
+            "center": torch.from_numpy(centre.astype(np.float32)),
+            "scale": torch.tensor(meta["height_px"] / SCALE_UNIT_PX, dtype=torch.float32),
+            "index": i,
+        }
+
+    def meta(self, index: int) -> dict[str, Any]:
+        """What was drawn for item ``index`` (renders it): ``facing_away`` (bool), ``height_px``
+        (standing height), ``n_distractors``, ``n_occluders``, ``second_person`` (bool) and
+        ``limb_styles`` (the :class:`LimbStyle` of each of the eight limbs, keyed by
+        (parent, child) joint indices as in ``skeleton.LIMBS``)."""
+        return self._render(self._check_index(index))[2]
+
+    def _render(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        size, k = self.image_size, self.knobs
+        rng = np.random.default_rng([self.seed, index])
+        fig = _sample_figure(rng, k, size, keep_inside=k["keep_inside"])
+        # Every other random number, in a fixed order after the main figure.
+        n_occ = int(rng.integers(k["occluders"][0], k["occluders"][1] + 1))
+        occ_u = rng.random((n_occ, 8)).tolist()
+        second = None
+        if rng.random() < k["second_person_prob"]:
+            side = 1.0 if rng.random() < 0.5 else -1.0
+            sx = float(fig.joints[:, 0].mean()) + side * size * (0.5 + 0.25 * rng.random())
+            sy = (size - 1) / 2 + 0.15 * size * (2 * rng.random() - 1)
+            second = _sample_figure(rng, k, size, centre=(sx, sy))
+        n_dis = int(rng.integers(k["distractors"][0], k["distractors"][1] + 1))
+        dis_u = rng.random((n_dis, 12)).tolist()
+        n_bg = int(rng.integers(k["background_shapes"][0], k["background_shapes"][1] + 1))
+        bg_u = rng.random((n_bg, 10)).tolist()
+        grid = rng.random((3, 3, 3), dtype=np.float32)
+        detail = rng.random((4, 8, 8), dtype=np.float32)
+        oy, ox, sign = rng.integers(0, _TEX_PAD, 3).tolist()
+
+        tex = _noise_field(size)
+        img = self._background(grid, detail)
+        canvas = _Canvas(img)
+        for u in bg_u:
+            self._clutter(canvas, u)
+        for u in dis_u:
+            self._distractor(canvas, fig, u, tex[1])
+        if second is not None:
+            _draw_figure(canvas, second, tex[2])
+        _draw_figure(canvas, fig, tex[0])
+        canvas.flush()
+        occluded = np.zeros((size, size), dtype=bool)
+        for u in occ_u:
+            self._occluder(img, fig, u, occluded)
+        if k["noise"] > 0:
+            noise = _noise_field(size, k["noise"])[:, oy:oy + size, ox:ox + size]
+            if sign % 2:
+                img += noise
+            else:
+                img -= noise
+        np.clip(img, 0.0, 1.0, out=img)
+
+        xy = fig.joints
+        px = np.floor(xy + 0.5).astype(np.int64)
+        inside = ((px >= 0) & (px < size)).all(1)
+        vis = inside.copy()
+        vis[inside] = ~occluded[px[inside, 1], px[inside, 0]]
+        kp = np.concatenate([xy, vis[:, None]], axis=1).astype(np.float32)
+        meta = {"facing_away": fig.facing_away, "height_px": fig.height_px, "n_occluders": n_occ,
+                "n_distractors": n_dis, "second_person": second is not None,
+                "limb_styles": fig.limb_styles()}
+        return img, kp, meta
+
+    # --- layers ------------------------------------------------------------------------------
+    def _background(self, grid: np.ndarray, detail: np.ndarray) -> np.ndarray:
+        """Smooth gradient over a 3x3 grid of muted colours plus 8x8 mottling that is mostly
+        brightness, upsampled bilinearly in one step; returns (3, S, S) float32."""
+        grey = grid.mean(0, keepdims=True)
+        grid = 0.2 + 0.6 * (grey + 0.6 * (grid - grey))          # muted: pull colours towards grey
+        detail = 0.25 * detail[:1] + 0.12 * detail[1:] - 0.185   # mostly brightness, ~zero mean
+        return _upsample(_upsample(grid, 8) + detail, self.image_size)
+
+    def _clutter(self, canvas: _Canvas, u: list[float]) -> None:
+        """One non-limb shape: ellipse, box or triangle, possibly translucent."""
+        size = self.image_size
+        colour = colorsys.hsv_to_rgb(u[0], 0.8 * u[1], 0.2 + 0.75 * u[2])
+        cx, cy = size * (1.2 * u[3] - 0.1), size * (1.2 * u[4] - 0.1)
+        a, b = size * (0.04 + 0.14 * u[5]), size * (0.04 + 0.14 * u[6])
+        ang = math.pi * u[7]
+        alpha = 1.0 if u[8] < 0.6 else 0.4 + 0.4 * u[8]
+        kind = u[9]
+        if kind < 0.35:
+            canvas.call(_ellipse, cx, cy, a, b, ang, colour, alpha)
+        elif kind < 0.7:
+            canvas.call(_box, cx - a, cy - b, cx + a, cy + b, colour, alpha)
+        else:
+            c, s = math.cos(ang), math.sin(ang)
+            if kind < 0.85:   # rotated box
+                corners = [(-a, -b), (a, -b), (a, b), (-a, b)]
+            else:             # triangle
+                corners = [(-a, b), (a, b), (0.4 * (a - b), -b)]
+            pts = np.array([(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners])
+            canvas.call(_convex, pts, colour, alpha)
+
+    def _distractor(self, canvas: _Canvas, fig: _Figure, u: list[float], tex: np.ndarray) -> None:
+        """A limb look-alike anywhere in the image: one or two tapered segments in the figure's
+        own arm or leg style, the two-segment ones often ending in a hand or shoe."""
+        size = self.image_size
+        h, w = fig.height_px, fig.width * fig.height_px
+        arm = u[0] < 0.6
+        kinds = ("upper_arm", "forearm") if arm else ("thigh", "shank")
+        styles = fig.segment_styles
+        if u[5] < 0.5:   # otherwise exactly the limb colour
+            f = 0.85 + 0.3 * u[6]
+            styles = {kd: LimbStyle(tuple(min(c * f, 1.0) for c in styles[kd].colour),
+                                    styles[kd].stripe_colour, styles[kd].stripe_period,
+                                    styles[kd].noise) for kd in kinds}
+        p0 = np.array([size * (0.05 + 0.9 * u[1]), size * (0.05 + 0.9 * u[2])])
+        ang = 2 * math.pi * u[3]
+        p1 = p0 + _SEG_LEN[kinds[0]] * h * (0.7 + 0.5 * u[8]) * np.array([math.cos(ang), math.sin(ang)])
+        if u[4] < 0.35:
+            r0, r1 = _SEG_RADIUS[kinds[0]]
+            canvas.capsule(p0, p1, r0 * w, r1 * w, styles[kinds[0]], tex)
+            return
+        ang += (1 if u[10] < 0.5 else -1) * math.radians(20 + 100 * u[11])
+        p2 = p1 + _SEG_LEN[kinds[1]] * h * (0.7 + 0.5 * u[9]) * np.array([math.cos(ang), math.sin(ang)])
+        end = (fig.skin if arm else fig.shoe) if u[7] < 0.7 else None
+        _chain(canvas, p0, p1, p2, kinds, styles, w, end, (_HAND_LEN if arm else _FOOT_LEN) * h, tex)
+
+    def _occluder(self, img: np.ndarray, fig: _Figure, u: list[float], occluded: np.ndarray) -> None:
+        """A box or ellipse over a random joint of the main figure; marks its pixels in ``occluded``."""
+        size = self.image_size
+        target = fig.joints[int(u[0] * skeleton.NUM_JOINTS)]
+        cx = float(target[0]) + 0.06 * size * (2 * u[1] - 1)
+        cy = float(target[1]) + 0.06 * size * (2 * u[2] - 1)
+        a, b = size * (0.06 + 0.08 * u[3]), size * (0.06 + 0.08 * u[4])
+        ang = math.pi * u[5]
+        colour = colorsys.hsv_to_rgb(u[6], 0.6 * u[7], 0.25 + 0.6 * u[6])
+        if u[7] < 0.5:
+            hit = _ellipse(img, cx, cy, a, b, ang, colour)
+        else:
+            c, s = math.cos(ang), math.sin(ang)
+            pts = np.array([(cx + c * x - s * y, cy + s * x + c * y)
+                            for x, y in ((-a, -b), (a, -b), (a, b), (-a, b))])
+            hit = _convex(img, pts, colour)
+        if hit is not None:
+            ys, xs, inside = hit
+            occluded[ys, xs] |= inside
