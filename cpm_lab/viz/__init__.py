@@ -1,6 +1,10 @@
 """Plots (matplotlib) and interactive explorers (ipywidgets) of poses, beliefs and diagnostics."""
+from .diagnostics import (plot_cost, plot_effective_receptive_field, plot_erf_mass, plot_gradient_histograms,
+                          plot_gradient_norm_by_depth, plot_gradient_norms, plot_receptive_fields)
 from .explorer import BeliefExplorer, Occluder
 from .pose import draw_skeleton, overlay_beliefs, plot_stage_beliefs, sample_grid, show_pose
 
-__all__ = ["BeliefExplorer", "Occluder", "draw_skeleton", "overlay_beliefs", "plot_stage_beliefs",
-           "sample_grid", "show_pose"]
+__all__ = ["BeliefExplorer", "Occluder", "draw_skeleton", "overlay_beliefs", "plot_cost",
+           "plot_effective_receptive_field", "plot_erf_mass", "plot_gradient_histograms",
+           "plot_gradient_norm_by_depth", "plot_gradient_norms", "plot_receptive_fields",
+           "plot_stage_beliefs", "sample_grid", "show_pose"]

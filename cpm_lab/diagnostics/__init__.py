@@ -1,0 +1,21 @@
+"""Instruments that let a learner check the CPM paper's claims.
+
+- ``receptive_fields``: analytic receptive field of every layer and stage (167, 407, ... px for
+  the paper model) and ``effective_receptive_field``: the empirical, gradient-based one.
+- ``GradientTracker``: per-layer / per-stage gradient norms and magnitude histograms during
+  training (the paper's Fig. 5: intermediate supervision keeps early gradients alive).
+- ``model_cost``: parameters, MACs and FLOPs per layer and per stage.
+
+Plots for all of these live in ``cpm_lab.viz.diagnostics``.
+"""
+from .cost import ModelCost, model_cost
+from .gradients import (DEFAULT_BIN_EDGES, GradientTracker, SupervisionComparison, compare_supervision,
+                        tracked_layers)
+from .receptive_field import (EffectiveRF, LayerGraph, Node, ReceptiveFields,
+                              effective_receptive_field, layer_graph, output_cell_center,
+                              receptive_fields)
+
+__all__ = ["ModelCost", "model_cost", "DEFAULT_BIN_EDGES", "GradientTracker", "compare_supervision",
+           "SupervisionComparison",
+           "tracked_layers", "EffectiveRF", "LayerGraph", "Node", "ReceptiveFields",
+           "effective_receptive_field", "layer_graph", "output_cell_center", "receptive_fields"]
