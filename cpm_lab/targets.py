@@ -6,7 +6,10 @@ Keypoints are in input-image pixels with pixel centres at integer coordinates. A
 output stride ``s`` produces maps of ``H // s`` x ``W // s`` cells; cell ``i`` covers input
 pixels ``s*i .. s*i + s - 1`` and so is centred at input coordinate ``s*i + (s - 1) / 2``.
 Encoding samples a Gaussian at those cell centres; decoding inverts the same mapping, so a
-round trip is exact up to the sub-pixel refinement.
+round trip is exact up to the sub-pixel refinement. This is the official CPM data layer's
+convention (``start = stride / 2 - 0.5``). Note that the receptive field of output cell ``i`` of
+the network itself is centred on input pixel ``8i + 7`` (three unpadded 3x3/2 pools); the learned
+"same"-padded convolutions absorb the 3.5 px difference, as in the official model.
 
 Everything here is batched and runs on the device of its inputs: no Python loop over samples
 or joints.
