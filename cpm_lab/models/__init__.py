@@ -1,4 +1,5 @@
-"""Pose models: the Convolutional Pose Machine and (in ``pose_machine``) the classical Pose Machine."""
-from .cpm import CPM, CPMConfig, PRESETS, preset_config
+"""Pose models: the Convolutional Pose Machine and the classical Pose Machine."""
+from .cpm import CPM, PRESETS, CPMConfig, preset_config
+from .pose_machine import PoseMachine, PoseMachineConfig
 
-__all__ = ["CPM", "CPMConfig", "PRESETS", "preset_config"]
+__all__ = ["CPM", "CPMConfig", "PRESETS", "PoseMachine", "PoseMachineConfig", "preset_config"]
