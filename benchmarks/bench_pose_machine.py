@@ -26,64 +26,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from cpm_lab import metrics, skeleton  # noqa: E402
+from cpm_lab import metrics  # noqa: E402
 from cpm_lab.data import SyntheticPoses  # noqa: E402
 from cpm_lab.models.pose_machine import PoseMachine  # noqa: E402
-from cpm_lab.targets import decode  # noqa: E402
 
 
 def belief_figure(pm: PoseMachine, item: dict, parts=("right_wrist", "left_wrist"), path: str = "/tmp/pm_beliefs.png"):
-    """One held-out sample: stage-1 and last-stage belief maps of ``parts`` over the image.
-
-    One row per part, sharing a colour scale so confidence can be compared across stages; the
-    true joints of all ``parts`` are marked in every panel (red = person's right, cyan = left).
-    """
+    """Save ``cpm_lab.viz.pose_machine.plot_stage_comparison`` (stage 1 vs the last stage) for one item."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    img = item["image"]
-    kp = item["keypoints"]
-    beliefs = pm(img[None])
-    stages = [0, len(beliefs) - 1]
-    size = pm.config.image_size
-    extent = (-0.5, size - 0.5, size - 0.5, -0.5)  # belief cells stretched over the image pixels
-    markers = dict(zip(parts, ("o", "s", "^", "D")))
-    fig, axes = plt.subplots(len(parts), 1 + len(stages), figsize=(3.3 * (1 + len(stages)) + 0.6, 3.3 * len(parts)),
-                             squeeze=False)
+    from cpm_lab.viz.pose_machine import plot_stage_comparison
 
-    def mark(ax, legend=False):
-        for nm in parts:
-            j = skeleton.JOINT_INDEX[nm]
-            ax.scatter(kp[j, 0], kp[j, 1], s=80, marker=markers[nm], facecolors="none", linewidths=2,
-                       edgecolors="red" if nm.startswith("right") else "cyan", label=f"true {skeleton.SHORT_NAMES[j]}")
-        if legend:
-            ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
-
-    for r, name in enumerate(parts):
-        j = skeleton.JOINT_INDEX[name]
-        axes[r, 0].imshow(img.permute(1, 2, 0).numpy())
-        mark(axes[r, 0], legend=True)
-        axes[r, 0].set_title("held-out image")
-        axes[r, 0].set_ylabel(f"belief for {name.replace('_', ' ')}", fontsize=11)
-        vmax = max(float(beliefs[s][0, j].max()) for s in stages)
-        for c, s in enumerate(stages, start=1):
-            ax = axes[r, c]
-            ax.imshow(img.permute(1, 2, 0).numpy().mean(-1), cmap="gray")
-            im = ax.imshow(beliefs[s][0, j].numpy(), cmap="magma", alpha=0.7, extent=extent, vmin=0, vmax=vmax,
-                           interpolation="nearest")
-            mark(ax)
-            px, py, conf = decode(beliefs[s], pm.codec)[0, j].tolist()
-            ax.scatter([px], [py], marker="x", s=90, c="white", linewidths=2.5)
-            ax.set_title(f"stage {s + 1}: P({skeleton.SHORT_NAMES[j]}) per cell\n"
-                         f"x = decoded peak ({conf:.2f})", fontsize=10)
-        fig.colorbar(im, ax=list(axes[r, 1:]), fraction=0.03, pad=0.02, label="class probability")
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    g = pm.codec.output_size
-    fig.suptitle(f"Classical pose machine, {g}x{g} belief cells (stride {pm.codec.stride}): "
-                 f"stage 1 vs stage {stages[-1] + 1}", fontsize=11)
+    fig = plot_stage_comparison(pm, item["image"], item["keypoints"], parts=parts)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -140,15 +96,13 @@ def main(argv=None):
     if args.figure:
         idx, why = args.figure_index, "chosen with --figure-index"
         if idx is None:  # a sample where the wrists changed between stage 1 and the last stage
-            imgs = torch.stack([test[i]["image"] for i in range(min(64, len(test)))])
-            kps = torch.stack([test[i]["keypoints"] for i in range(len(imgs))])
-            bs = pm(imgs)
-            wrists = [6, 11]
-            err = [(decode(b, pm.codec)[:, wrists, :2] - kps[:, wrists, :2]).norm(dim=-1).sum(-1)
-                   for b in (bs[0], bs[-1])]
-            ok = (kps[:, wrists, 2] > 0).all(-1)
-            idx = int(torch.where(ok, err[0] - err[1], torch.full_like(err[0], -1e9)).argmax())
-            why = f"largest wrist-error drop from stage 1 to stage {pm.num_stages} among the first {len(imgs)}"
+            from cpm_lab.viz.pose_machine import most_improved
+
+            n = min(64, len(test))
+            imgs = torch.stack([test[i]["image"] for i in range(n)])
+            kps = torch.stack([test[i]["keypoints"] for i in range(n)])
+            idx = most_improved(metrics.predict(pm, imgs), kps, parts=("right_wrist", "left_wrist"))
+            why = f"largest wrist-error drop from stage 1 to stage {pm.num_stages} among the first {n}"
         print(f"figure: held-out item {idx} ({why}) ->", belief_figure(pm, test[idx], path=args.figure))
 
 

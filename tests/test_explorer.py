@@ -79,3 +79,9 @@ def test_bad_settings(explorer):
         explorer.update(index=9)
     with pytest.raises(ValueError, match="unknown explorer setting"):
         explorer.update(colour="red")
+
+
+def test_scale_to_peak_changes_colours_not_beliefs(explorer):
+    before = explorer.png()
+    explorer.update(scale_to_peak=True)
+    assert explorer.png() != before and explorer.runs == 1

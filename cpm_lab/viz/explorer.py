@@ -75,17 +75,20 @@ class BeliefExplorer:
         dataset: indexable, items are dicts with ``image`` (3×H×W), ``keypoints`` (P, 3) and
             optionally ``center`` (2,).
         index, stage, part: the initial sample, stage (1-based) and part (index or "all").
+        scale_to_peak: colour each map from 0 to its own peak instead of 0..1 (for models whose
+            beliefs stay well below 1, e.g. a PoseMachine's class probabilities).
     """
 
     def __init__(self, model, dataset, index: int = 0, stage: int | None = None,
-                 part: int | str = "all", opacity: float = 0.6, figsize: tuple[float, float] = (8.4, 4.6)):
+                 part: int | str = "all", opacity: float = 0.6, scale_to_peak: bool = False,
+                 figsize: tuple[float, float] = (8.4, 4.6)):
         self.model, self.dataset = model, dataset
         self.codec = model.codec
         self.figsize = figsize
         self._cache: dict[tuple, tuple[list[np.ndarray], np.ndarray]] = {}
         self.runs = 0  # model forward passes so far (cached redraws don't count)
         self.state = dict(index=int(index), part=part, opacity=float(opacity), show_truth=True,
-                          show_prediction=True, show_path=False, occluder=None)
+                          show_prediction=True, show_path=False, scale_to_peak=bool(scale_to_peak), occluder=None)
         self.num_stages = len(self._beliefs()[0])
         self.state["stage"] = int(stage or self.num_stages)
         self._widget = None
@@ -138,7 +141,7 @@ class BeliefExplorer:
         gs = fig.add_gridspec(1, 2, width_ratios=[1.25, 1.0], wspace=0.28)
         ax = fig.add_subplot(gs[0])
         overlay_beliefs(ax, self._image(), beliefs[t], part=s["part"], stride=self.codec.stride,
-                        alpha=s["opacity"])
+                        alpha=s["opacity"], vmax=None if s["scale_to_peak"] else 1.0)
         part = s["part"]
         parts = range(len(truth)) if part == "all" else [int(part)]
         if s["show_truth"]:
@@ -222,12 +225,13 @@ class BeliefExplorer:
         truth = W.Checkbox(value=s["show_truth"], description="ground truth", indent=False)
         pred = W.Checkbox(value=s["show_prediction"], description="prediction", indent=False)
         path = W.Checkbox(value=s["show_path"], description="argmax path over stages", indent=False)
+        peak = W.Checkbox(value=s["scale_to_peak"], description="scale colours to peak", indent=False)
         occ_on = W.ToggleButton(value=False, description="occluder", icon="square")
         occ_x = W.IntSlider(value=int(w) // 2, min=0, max=int(w) - 1, description="occluder x")
         occ_y = W.IntSlider(value=int(h) // 2, min=0, max=int(h) - 1, description="occluder y")
         occ_size = W.IntSlider(value=max(8, int(w) // 6), min=4, max=int(w) // 2, description="size")
         self.controls = dict(sample=sample, stage=stage, play=play, part=part, opacity=opacity,
-                             truth=truth, prediction=pred, path=path, occluder=occ_on,
+                             truth=truth, prediction=pred, path=path, scale_to_peak=peak, occluder=occ_on,
                              occluder_x=occ_x, occluder_y=occ_y, occluder_size=occ_size)
 
         def occluder():
@@ -236,11 +240,11 @@ class BeliefExplorer:
         def on_change(_=None):
             self.update(index=sample.value, stage=stage.value, part=part.value, opacity=opacity.value,
                         show_truth=truth.value, show_prediction=pred.value, show_path=path.value,
-                        occluder=occluder())
+                        scale_to_peak=peak.value, occluder=occluder())
 
-        for c in (sample, stage, part, opacity, truth, pred, path, occ_on, occ_x, occ_y, occ_size):
+        for c in (sample, stage, part, opacity, truth, pred, path, peak, occ_on, occ_x, occ_y, occ_size):
             c.observe(on_change, names="value")
-        left = W.VBox([sample, W.HBox([play, stage]), part, opacity, W.HBox([truth, pred]), path])
+        left = W.VBox([sample, W.HBox([play, stage]), part, opacity, W.HBox([truth, pred]), path, peak])
         right = W.VBox([occ_on, occ_x, occ_y, occ_size])
         return W.VBox([W.HBox([left, right]), self._image_widget])
 

@@ -81,11 +81,11 @@ def belief_extent(shape_hw: tuple[int, int], stride: int) -> tuple[float, float,
     return (-0.5, w * stride - 0.5, h * stride - 0.5, -0.5)
 
 
-def belief_composite(beliefs, colors: np.ndarray = skeleton.JOINT_COLORS) -> np.ndarray:
+def belief_composite(beliefs, colors: np.ndarray = skeleton.JOINT_COLORS, vmax: float = 1.0) -> np.ndarray:
     """Colour composite of part beliefs (P, h, w) (background channel, if present, dropped by
     the caller): each cell takes the colour of its strongest part, brightness = that belief
-    clipped to [0, 1]. Returns h×w×4 RGBA with alpha = brightness."""
-    b = np.clip(to_numpy(beliefs), 0, 1)
+    divided by ``vmax`` and clipped to [0, 1]. Returns h×w×4 RGBA with alpha = brightness."""
+    b = np.clip(to_numpy(beliefs) / max(vmax, 1e-6), 0, 1)
     p = min(len(b), len(colors))
     strongest = b[:p].argmax(0)
     value = b[:p].max(0)
@@ -96,20 +96,26 @@ def belief_composite(beliefs, colors: np.ndarray = skeleton.JOINT_COLORS) -> np.
 
 
 def overlay_beliefs(ax, image, beliefs, part: int | str = "all", stride: int = 8, alpha: float = 0.6,
-                    cmap: str = "magma"):
+                    cmap: str = "magma", vmax: float | None = 1.0):
     """Draw ``image`` with the beliefs of ``part`` (an index, or "all" for the colour composite)
-    on top, aligned cell-by-cell with the input pixels they cover."""
+    on top, aligned cell-by-cell with the input pixels they cover.
+
+    Colours span beliefs 0..``vmax``; ``vmax=None`` scales to the shown map's peak (useful for
+    models whose beliefs are probabilities well below 1, like the classical pose machine).
+    """
     img = image_hwc(image)
     b = to_numpy(beliefs)
     ax.imshow(img)
     extent = belief_extent(b.shape[-2:], stride)
     if part == "all":
         parts = b[: len(skeleton.JOINT_COLORS)] if b.shape[0] == skeleton.NUM_JOINTS + 1 else b[:-1]
-        comp = belief_composite(parts)
+        comp = belief_composite(parts, vmax=float(parts.max()) if vmax is None else vmax)
         comp[..., 3] *= alpha
         ax.imshow(comp, extent=extent, interpolation="bilinear")
     else:
-        ax.imshow(np.clip(b[int(part)], 0, 1), cmap=cmap, vmin=0, vmax=1, alpha=alpha, extent=extent,
+        m = b[int(part)]
+        top = max(float(m.max()), 1e-6) if vmax is None else vmax
+        ax.imshow(np.clip(m, 0, top), cmap=cmap, vmin=0, vmax=top, alpha=alpha, extent=extent,
                   interpolation="bilinear")
     ax.set_xlim(-0.5, img.shape[1] - 0.5)
     ax.set_ylim(img.shape[0] - 0.5, -0.5)
