@@ -2,6 +2,8 @@
 from .diagnostics import (plot_cost, plot_effective_receptive_field, plot_erf_mass, plot_gradient_histograms,
                           plot_gradient_norm_by_depth, plot_gradient_norms, plot_receptive_fields)
 from .explorer import BeliefExplorer, Occluder
+from .receptive import ReceptiveFieldExplorer
+from .training import LiveTrainingPlot, draw_history, plot_history
 from .pose_machine import (plot_context_features, plot_feature_grid, plot_feature_importance, plot_part_confusion,
                            plot_stage_comparison)
 from .pose import draw_skeleton, overlay_beliefs, plot_stage_beliefs, sample_grid, show_pose
@@ -10,4 +12,5 @@ __all__ = ["BeliefExplorer", "Occluder", "draw_skeleton", "overlay_beliefs", "pl
            "plot_effective_receptive_field", "plot_erf_mass", "plot_gradient_histograms",
            "plot_gradient_norm_by_depth", "plot_gradient_norms", "plot_receptive_fields",
            "plot_stage_beliefs", "sample_grid", "show_pose", "plot_context_features", "plot_feature_grid",
-           "plot_feature_importance", "plot_part_confusion", "plot_stage_comparison"]
+           "plot_feature_importance", "plot_part_confusion", "plot_stage_comparison",
+           "ReceptiveFieldExplorer", "LiveTrainingPlot", "draw_history", "plot_history"]
