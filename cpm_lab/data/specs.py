@@ -1,0 +1,146 @@
+"""Dataset specs: one string names a dataset everywhere (CLI ``--data``, notebooks, benchmarks).
+
+``make_dataset(spec, image_size, split=..., seed=...)`` is the ONE place that parses them.
+
+==========================  =====================================================================
+spec                        dataset
+==========================  =====================================================================
+``synthetic``               ``SyntheticPoses`` at the "standard" difficulty
+``synthetic:DIFFICULTY``    ``SyntheticPoses`` at DIFFICULTY ("easy", "standard", "hard")
+``lspet`` / ``lspet:DIR``   LSP-extended (``cpm_lab.data.LSP``) in DATA/lspet or DIR: train =
+                            images 1-8000, val = 8001-9000, test = 9001-10000 when the file has
+                            them (otherwise val, with a warning: they are kept aside)
+``lsp`` / ``lsp:DIR``       original LSP in DATA/lsp or DIR: train = 1-1000, val = test =
+                            1001-2000 (the paper's test images; LSP has no validation split)
+``mpii`` / ``mpii:JSON``    MPII (``cpm_lab.data.MPII``), LSP-14 joints: DATA/mpii/annot/
+                            {train,valid}.json + DATA/mpii/images (test = valid: MPII test labels
+                            are not public), or one JSON file with its images beside it (or in
+                            ``images/`` beside it), used for every split
+``coco`` / ``coco:JSON``    COCO person keypoints (``cpm_lab.data.COCOKeypoints``), LSP-14 joints:
+                            DATA/coco/annotations/person_keypoints_{train,val}2017.json +
+                            DATA/coco/{train,val}2017 (test = val), or one JSON as for mpii
+==========================  =====================================================================
+
+DATA is ``$CPM_LAB_DATA`` or ``../shared/datasets`` beside the project. For real datasets
+``length`` keeps the first ``length`` items of the split and ``seed`` is unused.
+
+Splits of a synthetic dataset are the same generator with different seeds, so a held-out split
+never shares an image with the training split: ``train`` uses ``seed``, ``val`` uses
+``seed + 10_000_019`` and ``test`` uses ``seed + 20_000_003``.
+"""
+from __future__ import annotations
+
+from .synthetic import DIFFICULTIES, SyntheticPoses
+
+SPLITS = ("train", "val", "test")
+SPLIT_SEED_OFFSET = {"train": 0, "val": 10_000_019, "test": 20_000_003}
+#: Items per split when ``length`` is not given (synthetic items are generated on the fly).
+DEFAULT_LENGTH = {"train": 20_000, "val": 256, "test": 512}
+SPEC_HELP = "synthetic[:easy|standard|hard], lspet[:DIR], lsp[:DIR], mpii[:JSON] or coco[:JSON]"
+REAL_KINDS = ("lspet", "lsp", "mpii", "coco")
+
+
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    """Split ``"kind:arg1:arg2"`` into ``("kind", ["arg1", "arg2"])``; ValueError if empty."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"data spec must be a non-empty string like {SPEC_HELP!r}, got {spec!r}")
+    kind, *args = spec.strip().split(":")
+    return kind.lower(), args
+
+
+def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0, length: int | None = None):
+    """Build the dataset named by ``spec`` with square images of side ``image_size`` pixels.
+
+    Args:
+        spec: see the module docstring.
+        image_size: side of the images (= the model's input size).
+        split: "train", "val" or "test".
+        seed: base seed (synthetic: the split's seed is derived from it).
+        length: number of items (synthetic only); default ``DEFAULT_LENGTH[split]``.
+    Raises:
+        ValueError naming the spec and what was expected.
+    """
+    kind, args = parse_spec(spec)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if kind == "synthetic":
+        if len(args) > 1:
+            raise ValueError(f"bad data spec {spec!r}: expected {SPEC_HELP}")
+        difficulty = args[0] if args and args[0] else "standard"
+        if difficulty not in DIFFICULTIES:
+            raise ValueError(f"bad data spec {spec!r}: unknown synthetic difficulty {difficulty!r}; "
+                             f"choose one of {sorted(DIFFICULTIES)}")
+        n = DEFAULT_LENGTH[split] if length is None else int(length)
+        if n < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        return SyntheticPoses(n, image_size, difficulty, seed=int(seed) + SPLIT_SEED_OFFSET[split])
+    if kind in REAL_KINDS:
+        return _real_dataset(spec, kind, args, image_size, split, length)
+    raise ValueError(f"bad data spec {spec!r}: unknown dataset {kind!r}; expected {SPEC_HELP}")
+
+
+def default_data_root():
+    """``$CPM_LAB_DATA`` if set, else ``../shared/datasets`` beside the project (a Path; it may
+    not exist)."""
+    import os
+    from pathlib import Path
+    env = os.environ.get("CPM_LAB_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split: str, length: int | None):
+    """LSP/LSPet/MPII/COCO person crops for ``split`` (see the module docstring)."""
+    import warnings
+    from pathlib import Path
+
+    from .coco import COCOKeypoints
+    from .lsp import LSP
+    from .mpii import MPII
+
+    if len(args) > 1:
+        raise ValueError(f"bad data spec {spec!r}: expected {kind}[:PATH] (one path, no extra ':')")
+    arg = Path(args[0]).expanduser() if args and args[0] else None
+    data = default_data_root()
+    if kind in ("lspet", "lsp"):
+        root = arg or data / kind
+        if kind == "lsp":
+            start, end = (1, 1000) if split == "train" else (1001, 2000)
+            ds = LSP(root, image_size, start, end)
+        else:
+            ranges = {"train": (1, 8000), "val": (8001, 9000), "test": (9001, 10000)}
+            total = _lsp_total(root)  # how many images this copy's joints.mat holds
+            start, end = ranges[split]
+            if split == "test" and total < end:
+                warnings.warn(f"{spec!r}: LSPet test images 9001-10000 are not in {root} (kept aside "
+                              f"as an unseen test set); using the validation images 8001-9000", stacklevel=3)
+                start, end = ranges["val"]
+            ds = LSP(root, image_size, start, min(end, total))
+    else:
+        if arg is not None:
+            if not arg.is_file():
+                raise FileNotFoundError(f"data spec {spec!r}: annotation file not found: {arg}")
+            ann, images = arg, arg.parent / "images" if (arg.parent / "images").is_dir() else arg.parent
+        elif kind == "mpii":
+            ann = data / "mpii" / "annot" / ("train.json" if split == "train" else "valid.json")
+            images = data / "mpii" / "images"
+        else:
+            sub = "train2017" if split == "train" else "val2017"
+            ann, images = data / "coco" / "annotations" / f"person_keypoints_{sub}.json", data / "coco" / sub
+        if not ann.is_file():
+            raise FileNotFoundError(f"data spec {spec!r}: annotation file not found: {ann} (give the file "
+                                    f"as {kind}:PATH.json or set CPM_LAB_DATA)")
+        ds = (MPII if kind == "mpii" else COCOKeypoints)(ann, images, image_size)
+    if length is not None:
+        if int(length) < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        ds = ds.select(range(min(int(length), len(ds))))
+    return ds
+
+
+def _lsp_total(root) -> int:
+    from pathlib import Path
+
+    from .lsp import read_joints
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"LSP root folder not found: {root} (give it as lspet:DIR or set CPM_LAB_DATA)")
+    return len(read_joints(Path(root) / "joints.mat")[0])

@@ -1,0 +1,305 @@
+"""Ablation sweep (cpm_lab.experiments): planning, output structure, resume, CLI errors."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cpm_lab import cli
+from cpm_lab import experiments as ex
+from cpm_lab.experiments import (GRADIENT_COLUMNS, HISTOGRAM_COLUMNS, PCK_COLUMNS, RUN_COLUMNS, THRESHOLDS,
+                                 gradient_summary, load_results, plan_runs, run_ablation, summarize)
+
+# A sweep that trains in seconds: 3 runs (end_to_end with 2 stages is shared by both experiments).
+TINY = dict(preset="tiny", data="synthetic:easy", strategies=("end_to_end", "no_intermediate"), stages=(1, 2),
+            seeds=(0,), steps=4, batch_size=2, strategy_stages=2, eval_size=4, device="cpu", jobs=1,
+            progress=False, grad_every=1, checkpoint_every=2, threads=1)
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablation")
+    return out, run_ablation(out, figures=True, **TINY)
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def test_default_plan_shares_the_end_to_end_run_and_orders_by_seed():
+    runs = plan_runs()
+    ids = [r.run_id for r in runs]
+    assert len(runs) == 3 * (4 + 5)  # 4 strategies + stages 1..6 (3 is shared) per seed
+    assert len(set(ids)) == len(ids)
+    shared = [r for r in runs if r.experiments == ("strategies", "stages")]
+    assert [(r.strategy, r.num_stages) for r in shared] == [("end_to_end", 3)] * 3
+    assert "stages-end_to_end-s3-seed0" not in ids and "strategies-end_to_end-s3-seed0" in ids
+    assert [r.seed for r in runs] == sorted(r.seed for r in runs)
+    assert {r.steps for r in runs} == {runs[0].steps}  # same step budget for every run
+    assert {r.num_stages for r in runs if "stages" in r.experiments} == {1, 2, 3, 4, 5, 6}
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(strategies=("end_to_end", "nope")), "unknown strategy 'nope'"),
+    (dict(stages=(0, 1)), "stages must be integers >= 1"),
+    (dict(seeds=()), "seeds must not be empty"),
+    (dict(seeds=(0, 0)), "duplicates"),
+    (dict(steps=2), "too few"),
+    (dict(steps=0), "steps must be a positive integer"),
+    (dict(experiments=("fig7",)), "experiments must be"),
+    (dict(preset="huge"), "unknown preset"),
+])
+def test_plan_rejects_bad_arguments(kwargs, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        plan_runs(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def test_sweep_writes_tidy_tables_one_row_per_run(sweep):
+    out, res = sweep
+    runs = res.runs
+    assert list(runs.columns) == RUN_COLUMNS
+    assert sorted(runs["run_id"]) == ["stages-end_to_end-s1-seed0", "strategies-end_to_end-s2-seed0",
+                                      "strategies-no_intermediate-s2-seed0"]
+    assert (runs["status"] == "done").all() and runs["trained_now"].all()
+    assert (runs["wall_s"] > 0).all() and runs["pck@0.2"].between(0, 1).all()
+    assert runs.set_index("run_id").loc["strategies-end_to_end-s2-seed0", "experiments"] == "strategies;stages"
+
+    pck = res.pck
+    assert list(pck.columns) == PCK_COLUMNS
+    assert set(pck["experiment"]) == {"strategies", "stages"}
+    strat = pck[pck["experiment"] == "strategies"]
+    assert set(strat["strategy"]) == {"end_to_end", "no_intermediate"} and set(strat["num_stages"]) == {2}
+    stages = pck[pck["experiment"] == "stages"]
+    assert set(stages["strategy"]) == {"end_to_end"} and set(stages["num_stages"]) == {1, 2}
+    for (_, t), g in pck.groupby(["experiment", "num_stages"]):
+        assert sorted(g["stage"].unique()) == list(range(1, t + 1))  # every stage of every model
+    p = pck[pck["metric"] == "pck"]
+    assert sorted(p["threshold"].unique()) == list(THRESHOLDS)
+    assert "mean" in set(p["part"]) and p["part"].nunique() == 15  # 14 joints + pooled
+    assert p["value"].between(0, 1).all()
+    # The shared run's rows are identical under both experiment names.
+    a = pck[(pck["experiment"] == "strategies") & (pck["strategy"] == "end_to_end")].drop(columns="experiment")
+    b = pck[(pck["experiment"] == "stages") & (pck["num_stages"] == 2)].drop(columns="experiment")
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+    g = res.gradients
+    assert list(g.columns) == GRADIENT_COLUMNS
+    assert sorted(g["step"].unique()) == [1, 2, 3, 4]  # grad_every=1
+    e2e = g[(g["strategy"] == "end_to_end") & (g["num_stages"] == 2)]
+    assert set(e2e.loc[e2e["layer"].str.fullmatch(r"stage\d+"), "layer"]) == {"stage1", "stage2"}
+    assert (e2e["norm"] >= 0).all() and e2e["depth"].notna().sum() > 0
+    h = res.histograms
+    assert list(h.columns) == HISTOGRAM_COLUMNS and len(h) and (h["count"] > 0).all()
+    # Each (run, step, layer) histogram counts every weight of that layer exactly once.
+    totals = h.groupby(["strategy", "num_stages", "step", "layer"])["count"].sum()
+    assert totals.groupby(["strategy", "num_stages", "layer"]).nunique().eq(1).all()
+
+    s = res.summary
+    assert set(s.columns) == {"experiment", "strategy", "num_stages", "stage", "threshold", "mean", "std", "n"}
+    assert (s["n"] == 1).all() and s["std"].isna().all()  # one seed: no spread
+    assert len(res.final_stage(0.2)) == 4  # strategies: 2 strategies x s2; stages: s1, s2
+    for name in ("pck.csv", "gradients.csv", "histograms.csv", "runs.csv", "summary.csv", "summary.md",
+                 "MANIFEST.json", "fig6b_strategies.png", "fig6c_stages.png", "fig5_gradient_histograms.png",
+                 "gradient_norms.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]  # atomic writes leave nothing behind
+    for rid in runs["run_id"]:
+        files = set(os.listdir(out / "runs" / rid))
+        assert {"config.json", "result.json", "pck.csv", "gradients.csv", "histograms.csv", "history.csv",
+                "checkpoint.pt"} <= files
+        assert not {"partial.json", "gradients.partial.csv"} & files
+
+
+def test_manifest_records_command_versions_and_wall_time(sweep):
+    out, res = sweep
+    m = json.loads((out / "MANIFEST.json").read_text())
+    assert m["runs_total"] == 3 and m["runs_trained_now"] == 3 and m["wall_s"] > 0
+    assert m["settings"]["steps"] == 4 and m["settings"]["seeds"] == [0] and m["settings"]["stages"] == [1, 2]
+    assert {"python", "torch", "numpy", "cpm_lab", "git"} <= set(m["versions"])
+    assert m["versions"]["torch"] == torch.__version__
+    assert "cpu_count" in m["machine"] and m["command"].startswith("cpm_lab.experiments.run_ablation(")
+    md = (out / "summary.md").read_text()
+    assert "Training strategies" in md and "Number of stages" in md and "Gradient norms" in md
+
+
+def test_load_results_reads_back_the_same_tables(sweep):
+    out, res = sweep
+    back = load_results(out)
+    pd.testing.assert_frame_equal(back.pck.reset_index(drop=True), res.pck.reset_index(drop=True),
+                                  check_dtype=False, atol=1e-5)
+    assert len(back.runs) == 3 and set(back.figures) >= {"fig6b_strategies", "fig6c_stages"}
+    with pytest.raises(FileNotFoundError, match="no ablation results"):
+        load_results(out / "nowhere")
+
+
+# ------------------------------------------------------------------------------------------------ resume
+def test_finished_runs_are_never_trained_again(sweep, monkeypatch):
+    out, res = sweep
+    calls = []
+    real = ex.train_run
+
+    def counting(spec, run_dir, **kw):
+        calls.append(spec.run_id)
+        return real(spec, run_dir, **kw)
+
+    monkeypatch.setattr(ex, "train_run", counting)
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
+    again = run_ablation(out, figures=False, **TINY)
+    assert calls == []
+    assert not again.runs["trained_now"].any()
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == mtimes
+    pd.testing.assert_frame_equal(again.pck, res.pck)
+
+    # A sweep that asks for other settings in the same folder stops instead of mixing results.
+    with pytest.raises(ValueError, match="different settings.*steps=4"):
+        run_ablation(out, figures=False, **{**TINY, "steps": 6})
+    assert calls == []
+
+
+def test_only_unfinished_runs_are_trained(tmp_path, monkeypatch):
+    kw = {**TINY, "experiments": ("stages",), "stages": (1,), "seeds": (0, 1)}
+    run_ablation(tmp_path, figures=False, **kw)
+    os.unlink(tmp_path / "runs" / "stages-end_to_end-s1-seed1" / "result.json")  # as if killed before the end
+    calls = []
+    real = ex.train_run
+    monkeypatch.setattr(ex, "train_run", lambda spec, d, **k: calls.append(spec.run_id) or real(spec, d, **k))
+    res = run_ablation(tmp_path, figures=False, **kw)
+    assert calls == ["stages-end_to_end-s1-seed1"]
+    assert res.runs.set_index("run_id")["trained_now"].to_dict() == {
+        "stages-end_to_end-s1-seed0": False, "stages-end_to_end-s1-seed1": True}
+
+
+def test_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    from cpm_lab.train import Trainer
+
+    torch.set_num_threads(1)
+    spec = plan_runs(**{k: v for k, v in TINY.items() if k not in ("jobs", "progress", "threads")},
+                     experiments=("stages",))[0]
+    straight = ex.train_run(spec, str(tmp_path / "straight"))
+
+    real_step = Trainer._train_step
+
+    def crash_at_3(self, step, batch):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, step, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        ex.train_run(spec, str(tmp_path / "resumed"))
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    resumed = ex.train_run(spec, str(tmp_path / "resumed"))
+    assert resumed["resumed_from_step"] == 2 and straight["resumed_from_step"] == 0
+    g = pd.read_csv(tmp_path / "resumed" / "gradients.csv")
+    assert sorted(g["step"].unique()) == [1, 2, 3, 4] and not g.duplicated(["step", "layer"]).any()
+    a = pd.read_csv(tmp_path / "straight" / "pck.csv")
+    b = pd.read_csv(tmp_path / "resumed" / "pck.csv")
+    pd.testing.assert_frame_equal(a, b)  # the resumed run ends exactly where the straight one did
+    ga = pd.read_csv(tmp_path / "straight" / "gradients.csv")
+    np.testing.assert_allclose(g.sort_values(["step", "layer"])["norm"], ga.sort_values(["step", "layer"])["norm"],
+                               rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ summaries
+def test_summarize_gives_mean_and_sample_std_over_seeds():
+    rows = [dict(experiment="stages", strategy="end_to_end", num_stages=1, seed=s, stage=1, part="mean",
+                 metric="pck", normalize="torso", threshold=0.2, value=v, count=10)
+            for s, v in enumerate([0.2, 0.4, 0.6])]
+    s = summarize(pd.DataFrame(rows))
+    assert len(s) == 1
+    assert s["mean"].iloc[0] == pytest.approx(0.4) and s["std"].iloc[0] == pytest.approx(0.2)
+    assert s["n"].iloc[0] == 3
+
+
+def test_gradient_summary_ratio_is_with_over_without():
+    rows = []
+    for strat, scale in (("end_to_end", 10.0), ("no_intermediate", 0.1)):
+        for seed in (0, 1):
+            for step in (1, 2, 3):
+                rows.append(dict(strategy=strat, num_stages=2, seed=seed, step=step, stage=1, layer="stage1.conv1",
+                                 depth=1, main_path=True, norm=scale * step))
+                rows.append(dict(strategy=strat, num_stages=2, seed=seed, step=step, stage=1, layer="stage1",
+                                 depth=np.nan, main_path=np.nan, norm=1.0))
+    gs = gradient_summary(pd.DataFrame(rows)).set_index("layer")
+    assert gs.loc["stage1.conv1", "ratio"] == pytest.approx(100.0)
+    assert gs.loc["stage1.conv1", "end_to_end"] == pytest.approx(10 * np.sqrt(6))  # geomean of 20, 30
+    assert gs.loc["stage1", "ratio"] == pytest.approx(1.0)
+    assert list(gs.index) == ["stage1", "stage1.conv1"]  # stage totals first
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+@pytest.fixture
+def ablate_cli():
+    if "ablate" not in cli.COMMANDS:  # until cli.py registers it itself
+        ex.register_cli(cli.command)
+    return cli.main
+
+
+def _run(main, capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "a,b"], "--seeds"),
+    (["--stages", "3-1"], "--stages"),
+    (["--stages", "0"], "stages must be integers >= 1"),
+    (["--strategies", "end_to_end,bogus"], "unknown strategy 'bogus'"),
+    (["--steps", "0"], "--steps"),
+    (["--jobs", "many"], "--jobs"),
+    (["--experiments", "fig7"], "--experiments"),
+    (["--data", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--preset", "huge"], "--preset"),
+    (["--lr", "-1"], "--lr"),
+    (["--optimizer", "rmsprop"], "--optimizer"),
+])
+def test_cli_bad_arguments_give_one_line_and_nonzero_exit(ablate_cli, capsys, tmp_path, argv, needle):
+    out = tmp_path / "never"
+    code, stdout, err = _run(ablate_cli, capsys, "ablate", "--out", out, *argv)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert needle in lines[0], lines[0]
+    assert not out.exists()  # nothing was created
+
+
+def test_cli_runs_a_small_sweep(ablate_cli, capsys, tmp_path):
+    code, stdout, err = _run(ablate_cli, capsys, "ablate", "--out", tmp_path, "--experiments", "stages",
+                             "--stages", "1", "--seeds", "0", "--steps", 2, "--batch-size", 2, "--eval-size", 4,
+                             "--data", "synthetic:easy", "--device", "cpu", "--jobs", 1, "--no-figures",
+                             "--no-progress", "--threads", 1)
+    assert code == 0, err
+    assert "Number of stages" in stdout and "wrote" in stdout
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert runs["run_id"].tolist() == ["stages-end_to_end-s1-seed0"] and runs["status"].tolist() == ["done"]
+    assert json.loads((tmp_path / "MANIFEST.json").read_text())["command"].startswith("cpm-lab ablate")
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_runs(tmp_path):
+    kw = {**TINY, "experiments": ("stages",), "stages": (1, 2), "jobs": 2, "threads": 1}
+    res = run_ablation(tmp_path, figures=False, **kw)
+    assert (res.runs["status"] == "done").all() and len(res.runs) == 2
+    assert set(res.pck["num_stages"]) == {1, 2}
+
+
+def test_a_diverging_run_is_recorded_and_not_retried(tmp_path, monkeypatch):
+    kw = {**TINY, "experiments": ("stages",), "stages": (1,), "train_overrides": {"lr": 1e30}}
+    res = run_ablation(tmp_path, figures=False, **kw)
+    row = res.runs.iloc[0]
+    assert row["status"] == "diverged" and "non-finite" in row["error"]
+    assert len(res.pck) == 0 and len(res.gradients) > 0  # gradients up to the blow-up are kept
+    calls = []
+    monkeypatch.setattr(ex, "train_run", lambda *a, **k: calls.append(1))
+    again = run_ablation(tmp_path, figures=False, **kw)
+    assert calls == [] and again.runs["status"].tolist() == ["diverged"]

@@ -1,0 +1,223 @@
+"""PCK / AUC / EPE on hand-made predictions; predict / evaluate mechanics."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from cpm_lab import skeleton
+from cpm_lab.data import SyntheticPoses
+from cpm_lab.metrics import (auc, epe, evaluate, keypoint_metrics, normalizer, pck, pck_table, predict,
+                             predict_beliefs)
+from cpm_lab.models.cpm import CPM
+from cpm_lab.targets import CodecConfig, encode
+
+J = skeleton.JOINT_INDEX
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def person(n: int = 1) -> np.ndarray:
+    """n identical ground-truth skeletons (14, 3): right shoulder (0, 0), left hip (30, 40) -> torso 50;
+    left shoulder (30, 0), right hip (0, 40) -> other diagonal 50; neck (15, -5), head top (15, -25)
+    -> head 20; all joints inside x 0..30, y -25..60 -> bbox longest side 85."""
+    kp = np.zeros((14, 3), np.float32)
+    kp[:, 2] = 1
+    xy = {"right_shoulder": (0, 0), "left_hip": (30, 40), "left_shoulder": (30, 0), "right_hip": (0, 40),
+          "neck": (15, -5), "head_top": (15, -25), "right_ankle": (0, 60), "left_ankle": (30, 60)}
+    for name, (x, y) in xy.items():
+        kp[J[name], :2] = (x, y)
+    for name in ("right_knee", "left_knee", "right_wrist", "right_elbow", "left_elbow", "left_wrist"):
+        kp[J[name], :2] = (15, 20)
+    return np.repeat(kp[None], n, axis=0)
+
+
+def shifted(gt: np.ndarray, dx: dict[int, float]) -> np.ndarray:
+    pred = gt.copy()
+    for j, d in dx.items():
+        pred[:, j, 0] += d
+    return pred
+
+
+def value(df, part="mean", metric="pck", threshold=None, stage=1):
+    rows = df[(df.part == part) & (df.metric == metric) & (df.stage == stage)]
+    if threshold is not None:
+        rows = rows[np.isclose(rows.threshold, threshold)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_normalizers_follow_their_definitions():
+    gt = person(3)
+    assert np.allclose(normalizer(gt, "torso"), 50)
+    assert np.allclose(normalizer(gt, "head"), 20)
+    assert np.allclose(normalizer(gt, "bbox"), 85)
+    assert np.allclose(normalizer(gt, "px"), 1)
+    # torso falls back to the other diagonal, then to NaN
+    gt[1, J["right_shoulder"], 2] = 0
+    gt[1, J["left_shoulder"], :2] = (60, 0)  # other diagonal: (60,0)-(0,40) -> 72.11
+    gt[2, [J["right_shoulder"], J["right_hip"]], 2] = 0
+    torso = normalizer(gt, "torso")
+    assert torso[0] == 50 and math.isclose(torso[1], math.hypot(60, 40), rel_tol=1e-6) and np.isnan(torso[2])
+    # bbox only uses visible joints
+    gt2 = person(1)
+    gt2[0, J["head_top"], 2] = 0
+    assert np.allclose(normalizer(gt2, "bbox"), 65)  # y from -5 to 60
+    with pytest.raises(ValueError, match="unknown normalize"):
+        normalizer(gt, "shoulders")
+
+
+def test_pck_on_hand_made_predictions_excludes_invisible_joints():
+    gt = person(2)
+    # sample 0: right wrist off by 6 px (0.12 torso), left wrist off by 12 px (0.24 torso)
+    pred = shifted(gt, {J["right_wrist"]: 6.0, J["left_wrist"]: 12.0})
+    pred[1] = gt[1]
+    pred[1, J["head_top"], 0] += 100  # a miss ...
+    gt[1, J["head_top"], 2] = 0       # ... on an invisible joint: excluded
+    df = pck(pred, gt, thresholds=(0.1, 0.2), normalize="torso")
+    assert set(df.columns) >= {"stage", "part", "metric", "threshold", "value", "count"}
+    assert value(df, "r_wrist", threshold=0.1).value == 0.5
+    assert value(df, "r_wrist", threshold=0.2).value == 1.0
+    assert value(df, "l_wrist", threshold=0.2).value == 0.5
+    assert value(df, "head_top", threshold=0.1).value == 1.0 and value(df, "head_top", threshold=0.1)["count"] == 1
+    mean01 = value(df, threshold=0.1)
+    assert mean01["count"] == 27 and math.isclose(mean01.value, 25 / 27)  # pooled over visible joints
+    assert math.isclose(value(df, threshold=0.2).value, 26 / 27)
+    # the same errors judged by head size (20 px): 6 px = 0.3, 12 px = 0.6
+    dfh = pck(pred, gt, thresholds=(0.5,), normalize="head")
+    # head normaliser undefined for sample 1 (head top invisible) -> it drops out entirely
+    assert value(dfh, threshold=0.5)["count"] == 14 and value(dfh, "l_wrist", threshold=0.5)["count"] == 1
+    assert value(dfh, "r_wrist", threshold=0.5).value == 1.0 and value(dfh, "l_wrist", threshold=0.5).value == 0.0
+    # by bbox (85 px): 12 px = 0.14
+    dfb = pck(pred, gt, thresholds=(0.1, 0.15), normalize="bbox")
+    assert value(dfb, "l_wrist", threshold=0.1).value == 0.5 and value(dfb, "l_wrist", threshold=0.15).value == 1.0
+
+
+def test_nan_prediction_is_a_miss():
+    gt = person(1)
+    pred = gt.copy()
+    pred[0, 0, :2] = np.nan
+    df = pck(pred, gt, thresholds=(0.5,))
+    assert value(df, "r_ankle", threshold=0.5).value == 0.0
+    assert math.isclose(value(df, threshold=0.5).value, 13 / 14)
+
+
+def test_auc_is_the_normalised_area_under_pck():
+    gt = person(1)
+    # normalised errors 0.1 on r_wrist, 0.3 on l_wrist, 1.0 (beyond range) on neck, 0 elsewhere
+    pred = shifted(gt, {J["right_wrist"]: 5.0, J["left_wrist"]: 15.0, J["neck"]: 50.0})
+    df = auc(pred, gt, normalize="torso", auc_max=0.5)
+    row = value(df, metric="auc")
+    expected = (11 * 1.0 + (1 - 0.1 / 0.5) + (1 - 0.3 / 0.5) + 0.0) / 14
+    assert row.threshold == 0.5 and math.isclose(row.value, expected)
+    assert math.isclose(value(df, "l_wrist", metric="auc").value, 0.4)
+    # agrees with numerically integrating the PCK curve
+    alphas = np.linspace(0, 0.5, 501)
+    curve = pck(pred, gt, thresholds=alphas)
+    curve = curve[curve.part == "mean"].sort_values("threshold")
+    numeric = np.trapezoid(curve.value, curve.threshold) / 0.5
+    assert math.isclose(numeric, expected, abs_tol=2e-3)
+
+
+def test_epe_and_multi_stage_table():
+    gt = person(2)
+    p1 = shifted(gt, {0: 3.0, 1: 4.0})
+    p2 = gt.copy()
+    gt[1, 0, 2] = 0
+    df = keypoint_metrics([p1, p2], gt, thresholds=(0.1, 0.2))
+    assert sorted(df.stage.unique()) == [1, 2]
+    e1 = value(df, "mean", metric="epe", stage=1)
+    assert e1.normalize == "px" and e1["count"] == 27 and math.isclose(e1.value, (3 + 4 + 4) / 27)
+    assert value(df, "mean", metric="epe", stage=2).value == 0.0
+    assert math.isclose(value(epe(p1, gt), "r_knee", metric="epe").value, 4.0)
+    table = pck_table(df, (0.1, 0.2))
+    assert list(table.index) == [1, 2] and list(table.columns) == ["PCK@0.1 (torso)", "PCK@0.2 (torso)"]
+    assert (table.loc[2] == 1.0).all()
+    # a (T, N, P, 3) array works too
+    df2 = keypoint_metrics(np.stack([p1, p2]), gt, thresholds=(0.1, 0.2))
+    pd.testing.assert_frame_equal(df, df2)
+    with pytest.raises(ValueError, match="shape"):
+        pck(np.zeros((2, 14)), gt)
+
+
+class FixedPeaks(nn.Module):
+    """A fake CPM whose beliefs ignore the image: channel p peaks at a fixed cell (not mirror-symmetric)."""
+
+    def __init__(self, size=32):
+        super().__init__()
+        self.codec = CodecConfig(input_size=size, stride=8, sigma=2.0, center_sigma=4.0)
+        self.dummy = nn.Parameter(torch.zeros(()))
+        kp = torch.zeros(1, 14, 3)
+        kp[0, :, 0] = torch.arange(14) % 4 * 8 + 3.5
+        kp[0, :, 1] = torch.arange(14) // 4 * 8 + 3.5
+        kp[0, :, 2] = 1
+        self.kp = kp
+        self.maps, _ = encode(kp, self.codec)
+        self.maps[:, -1] = 0.25  # a background that a wrong flip would move
+
+    def forward(self, images, center_maps):
+        n, _, h, w = images.shape
+        maps = self.maps.expand(n, -1, -1, -1)
+        if (h, w) != (self.codec.input_size,) * 2:
+            maps = nn.functional.interpolate(maps, size=(h // 8, w // 8), mode="bilinear", align_corners=False)
+        return [maps + self.dummy, 2 * maps + self.dummy]
+
+
+def test_flip_averaging_mirrors_and_swaps_channels():
+    model = FixedPeaks()
+    images = torch.rand(2, 3, 32, 32)
+    plain = predict_beliefs(model, images)
+    flipped = predict_beliefs(model, images, flip=True)
+    m = model.maps[0]
+    expected = 0.5 * (m + m.flip(-1)[list(skeleton.FLIP_INDEX) + [14]])
+    assert torch.allclose(plain[0][0], m) and torch.allclose(flipped[0][0], expected)
+    assert torch.allclose(flipped[1][0], 2 * expected)
+    assert torch.allclose(flipped[0][0, -1], torch.full((4, 4), 0.25))  # background untouched
+
+
+def test_multiscale_resizes_back_to_base_size():
+    model = FixedPeaks()
+    images = torch.rand(1, 3, 32, 32)
+    one = predict_beliefs(model, images, scales=[1.0])
+    multi = predict_beliefs(model, images, scales=[1.0, 2.0])
+    assert multi[0].shape == one[0].shape == (1, 15, 4, 4)
+    assert torch.allclose(predict_beliefs(model, images)[0], one[0])
+    assert not torch.allclose(multi[0], one[0])  # the x2 pass contributed (blurred by resizing)
+    with pytest.raises(ValueError, match="positive"):
+        predict_beliefs(model, images, scales=[0.0])
+
+
+def test_predict_decodes_each_stage():
+    model = FixedPeaks()
+    out = predict(model, torch.rand(3, 32, 32))
+    assert len(out) == 2 and out[0].shape == (1, 14, 3)
+    assert torch.allclose(out[0][0, :, :2], model.kp[0, :, :2], atol=1e-3)
+
+
+def test_evaluate_returns_a_tidy_table_per_stage():
+    torch.manual_seed(0)
+    model = CPM.from_preset("tiny", input_size=32, sigma=2.0, center_sigma=4.0, trunk_channels=4,
+                            feature_channels=4, stage1_channels=4, stage_channels=4, stage_kernel=3)
+    data = SyntheticPoses(6, 32, "easy", seed=3)
+    model.train()
+    df = evaluate(model, data, batch_size=4, device="cpu", thresholds=(0.1, 0.2), flip=True)
+    assert model.training  # mode restored
+    assert sorted(df.stage.unique()) == [1, 2, 3]
+    assert set(df.metric) == {"pck", "auc", "epe"}
+    assert set(df.part) == set(skeleton.SHORT_NAMES) | {"mean"}
+    pcks = df[df.metric == "pck"].value.dropna()
+    assert ((pcks >= 0) & (pcks <= 1)).all()
+    n_vis = int(sum((data[i]["keypoints"][:, 2] > 0).sum() for i in range(6)))
+    assert value(df, metric="epe", stage=3)["count"] == n_vis
+    with pytest.raises(ValueError, match="expects 32x32"):
+        evaluate(model, SyntheticPoses(2, 64, "easy"), device="cpu")
