@@ -51,7 +51,10 @@ environment: NCCL on GPUs, gloo on CPU) the model is wrapped in DistributedDataP
 data is sharded with a DistributedSampler. ``batch_size`` is the GLOBAL batch: each of the W ranks
 gets ``batch_size / W`` samples per step (it must divide evenly), and since each rank averages its
 loss over its own samples and DDP averages gradients over ranks, one distributed step equals one
-single-process step on the same ``batch_size`` samples (up to float summation order). Logged
+single-process step on the same ``batch_size`` samples (up to float summation order). With BatchNorm
+(the ``tiny`` preset) that equality holds for the weights' gradients but not for the batch
+statistics: each rank normalises over its own ``batch_size / W`` samples, and DDP broadcasts rank
+0's running statistics at every forward (PyTorch's default), so only rank 0's buffers are saved. Logged
 losses are averaged over ranks. Only rank 0 shows progress, evaluates, runs callbacks and writes
 checkpoints.
 

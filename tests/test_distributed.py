@@ -19,7 +19,8 @@ from cpm_lab.train import Trainer, TrainConfig
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(input_size=32, sigma=2.0, center_sigma=4.0, trunk_channels=6, feature_channels=4,
-             stage1_channels=8, stage_channels=6, stage_kernel=3)
+             stage1_channels=8, stage_channels=6, stage_kernel=3,
+             batch_norm=False)  # BatchNorm statistics are per rank under DDP (see cpm_lab.train)
 RUNS = {"end_to_end": 3, "stagewise": 3}  # strategy -> steps (stagewise re-wraps DDP per phase)
 GLOBAL_BATCH = 4
 
