@@ -51,7 +51,7 @@ def jupyter_url(tmp_path_factory):
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(work / "config"), JUPYTER_DATA_DIR=str(work / "data"),
                JUPYTER_RUNTIME_DIR=str(work / "runtime"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work / 'notebooks'}",
          "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
          "--ServerApp.disable_check_xsrf=True"],
@@ -104,11 +104,15 @@ def test_explorer_in_jupyterlab(jupyter_url):
         try:
             page.goto(jupyter_url, timeout=120_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
-                                   "#jp-main-statusbar :text('Idle')", timeout=120_000)
-            page.click(".jp-Notebook")
-            page.click("text=Run", timeout=30_000)                      # the menu bar
-            page.click("text=Run All Cells", timeout=30_000)
+            select = page.get_by_role("button", name="Select", exact=True)   # kernel picker, if shown
+            try:
+                select.wait_for(state="visible", timeout=20_000)
+                select.click()
+            except Exception:
+                pass
+            page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=120_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()   # the menu bar
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
             image = page.locator(".widget-image").first
             image.wait_for(state="visible", timeout=300_000)
             image.scroll_into_view_if_needed()
