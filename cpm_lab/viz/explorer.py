@@ -9,8 +9,6 @@ static notebook viewer) the same object shows a static figure of its current sta
 """
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +19,7 @@ from matplotlib.patches import Rectangle
 
 from .. import skeleton
 from ..targets import center_map, decode
+from ._panel import FigurePanel
 from .pose import draw_skeleton, overlay_beliefs, part_label, to_numpy
 
 
@@ -66,7 +65,7 @@ def stage_beliefs(model, image: torch.Tensor, center=None) -> list[np.ndarray]:
     return [b[0].float().cpu().numpy() for b in out]
 
 
-class BeliefExplorer:
+class BeliefExplorer(FigurePanel):
     """Interactive view of a model's beliefs on a dataset.
 
     Args:
@@ -191,20 +190,8 @@ class BeliefExplorer:
         ax.set_title("error per stage", fontsize=10)
         ax.grid(alpha=0.3)
 
-    def png(self) -> bytes:
-        """The current state rendered as PNG bytes."""
-        buf = io.BytesIO()
-        self.figure().savefig(buf, format="png")
-        return buf.getvalue()
 
     # ---- widgets ---------------------------------------------------------------------------
-    @property
-    def widget(self):
-        """The ipywidgets panel (built on first use)."""
-        if self._widget is None:
-            self._widget = self._build_widget()
-        return self._widget
-
     def _build_widget(self):
         import ipywidgets as W
 
@@ -247,20 +234,6 @@ class BeliefExplorer:
         left = W.VBox([sample, W.HBox([play, stage]), part, opacity, W.HBox([truth, pred]), path, peak])
         right = W.VBox([occ_on, occ_x, occ_y, occ_size])
         return W.VBox([W.HBox([left, right]), self._image_widget])
-
-    def _redraw(self) -> None:
-        if self._widget is not None:
-            self._image_widget.value = self.png()
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        # The widget view for front ends that render widgets, and a PNG of the same state for
-        # those that do not (nbconvert, static viewers): nothing fails without a widget manager.
-        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        data = dict(data)
-        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
-        data["text/plain"] = repr(self)
-        return data
 
     def __repr__(self) -> str:
         s = self.state

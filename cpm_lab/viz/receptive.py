@@ -18,8 +18,6 @@ its current state, as ``BeliefExplorer`` does.
 """
 from __future__ import annotations
 
-import base64
-import io
 
 import numpy as np
 import torch
@@ -30,6 +28,7 @@ from matplotlib.patches import Rectangle
 
 from .. import skeleton
 from ..diagnostics.receptive_field import EffectiveRF, effective_receptive_field, receptive_fields
+from ._panel import FigurePanel
 from .diagnostics import stage_colors
 from .pose import draw_skeleton, image_hwc, part_label
 
@@ -56,7 +55,7 @@ def _as_images(dataset_or_image, n_images: int):
                     f"whose items are dicts with 'image'; got {type(dataset_or_image).__name__}")
 
 
-class ReceptiveFieldExplorer:
+class ReceptiveFieldExplorer(FigurePanel):
     """Interactive view of analytic and effective receptive fields of one output cell.
 
     Args:
@@ -91,6 +90,8 @@ class ReceptiveFieldExplorer:
         state: the current view (stage, location, part, show_analytic, show_effective, crop,
             opacity); change it with ``update``.
     """
+
+    savefig_kwargs = {"bbox_inches": "tight"}
 
     def __init__(self, model, dataset_or_image, *, index: int = 0, stage: int | None = None,
                  location: tuple[int, int] | None = None, part: int | str | None = None,
@@ -335,20 +336,8 @@ class ReceptiveFieldExplorer:
         ax.legend(fontsize=7, frameon=False, loc="upper left")
         ax.set_title("field size per stage", fontsize=10)
 
-    def png(self) -> bytes:
-        """The current state rendered as PNG bytes."""
-        buf = io.BytesIO()
-        self.figure().savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
 
     # ---- widgets -----------------------------------------------------------------------------
-    @property
-    def widget(self):
-        """The ipywidgets panel (built on first use)."""
-        if self._widget is None:
-            self._widget = self._build_widget()
-        return self._widget
-
     def _build_widget(self):
         import ipywidgets as W
 
@@ -386,20 +375,6 @@ class ReceptiveFieldExplorer:
         left = W.VBox([stage, row, col, part])
         right = W.VBox([analytic, effective, crop, self._status])
         return W.VBox([W.HBox([left, right]), self._image_widget])
-
-    def _redraw(self) -> None:
-        if self._widget is not None:
-            self._image_widget.value = self.png()
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        # The widget for front ends that render widgets, and a PNG of the same state for those
-        # that do not (nbconvert, static viewers).
-        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        data = dict(data)
-        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
-        data["text/plain"] = repr(self)
-        return data
 
     def __repr__(self) -> str:
         s = self.state
