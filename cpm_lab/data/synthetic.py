@@ -6,11 +6,13 @@ The generator is built so that the central claim of Convolutional Pose Machines 
 - Left and right limbs look exactly alike (same colour, texture, width and draw style), and the
   order in which the two sides are painted is random, so a patch around a wrist cannot tell a
   left wrist from a right one; only the chain wrist -> elbow -> shoulder -> torso can.
-- Figures face the viewer (the person's right on the image left) unless they face away. The
-  facing cue is the head: a front-facing figure shows a face (skin-coloured oval with two eyes
-  and a mouth under a hair cap); a figure facing away shows the plain back of the head (an oval
-  entirely in hair colour, no eyes or mouth). Labels always follow the person, so for a figure
-  facing away the person's right joints are on the image right.
+- Figures face the viewer (the person's right on the image left) unless they face away. Two
+  cues tell which: the head (facing the viewer, a skin-coloured face with two eyes and a mouth
+  under a hair cap; facing away, the plain back of the head, entirely in hair colour) and the
+  shirt (from the front, a skin-coloured V-neck opening below the neck; the back is plain).
+  Labels always follow the person, so for a figure facing away the person's right joints are
+  on the image right. A patch around a wrist shows neither cue: telling left from right takes
+  the context of the torso and head.
 - Limb-like distractors (tapered bars, sometimes with an elbow and a hand, in the figure's own
   limb colours), occluders that hide joints, and a second partial person make local evidence
   misleading at the harder settings.
@@ -616,6 +618,17 @@ def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
     bands = (j[12], up, st.stripe_period, st.stripe_colour) if st.stripe_period else None
     waist = (pelvis, up, 0.22 * math.hypot(*spine), fig.trousers.colour)
     canvas.call(_convex, torso_poly, st.colour, bands=bands, tex=tex, noise=st.noise, split=waist)
+    if not fig.facing_away:
+        # Second facing cue, torso-sized so that context can carry it to every limb: a V-neck
+        # opening in skin colour, seen only from the front (the back of a shirt is plain).
+        mid = ((j[8][0] + j[9][0]) / 2, (j[8][1] + j[9][1]) / 2)
+        top = 0.7 * r_ua
+        collar = np.array([
+            _comb(mid, (0.45, (j[8][0] - mid[0], j[8][1] - mid[1])), (top, up)),
+            _comb(mid, (0.45, (j[9][0] - mid[0], j[9][1] - mid[1])), (top, up)),
+            _comb(mid, (-0.3 * math.hypot(*spine), up)),
+        ])
+        canvas.call(_convex, collar, fig.skin.colour)
 
     # Neck, then the head: an egg-shaped capsule from chin to crown. The facing cue: facing the
     # viewer, a skin-coloured face with eyes and mouth under a hair cap; facing away, all hair.
