@@ -4,8 +4,16 @@
 person-box-normalised coordinates, ``(xy - center) / (scale * 200)`` (so 0 is the person
 centre and +-0.5 the box edges); ``predict`` places that mean pose in each sample's person box.
 A model that does not beat it on PCK has learnt nothing beyond "where joints usually are".
+
+``evaluate`` scores it exactly like ``cpm_lab.metrics.evaluate`` scores a model (same ground
+truth, same PCK / AUC / EPE definitions, same tidy columns), as a single stage labelled 1::
+
+    base = MeanPoseBaseline().fit(make_dataset("lspet", 128, "train"))
+    table = base.evaluate(make_dataset("lspet", 128, "val"))   # stage, part, metric, ...
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
@@ -69,6 +77,19 @@ class MeanPoseBaseline:
         xy = center[:, None, :] + torch.nan_to_num(mean)[None] * (scale * SCALE_UNIT_PX)[:, None, None]
         conf = known.to(torch.float32)[None, :, None].expand(len(center), -1, 1)
         return torch.cat([xy, conf], dim=-1)
+
+    def evaluate(self, data, thresholds: Sequence[float] = (0.1, 0.2), normalize: str = "torso",
+                 auc_max: float | None = 0.5):
+        """Tidy metrics table of the mean pose on ``data`` (a dataset or a batch dict, as for
+        ``fit``): PCK at ``thresholds`` (fractions of the ``normalize`` length), AUC and EPE per
+        part and for part "mean", with the columns of ``cpm_lab.metrics.keypoint_metrics`` and
+        ``stage`` = 1, so it lines up with a model's table. Ground truth is each sample's
+        ``keypoints`` (N, P, 3) in the same crop pixels a model is scored in."""
+        from ..metrics import keypoint_metrics
+
+        t = _targets(data)
+        return keypoint_metrics([self.predict(t)], t["keypoints"], thresholds, normalize, auc_max=auc_max,
+                                stages=[1])
 
     def __repr__(self) -> str:
         return f"MeanPoseBaseline(fitted={self.mean is not None})"

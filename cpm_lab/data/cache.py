@@ -20,7 +20,9 @@ class CropCache:
 
     def __init__(self, length: int, size: int):
         self.length, self.size = int(length), int(size)
-        self.images = torch.zeros((self.length, self.size, self.size, 3), dtype=torch.uint8)
+        # empty, not zeros: untouched pages cost no memory until share_memory_ copies them (the
+        # per-index `filled` flag, not the pixels, says what is valid)
+        self.images = torch.empty((self.length, self.size, self.size, 3), dtype=torch.uint8)
         self.filled = torch.zeros(self.length, dtype=torch.uint8)
         try:
             self.images.share_memory_()

@@ -22,7 +22,9 @@ spec                        dataset
 ==========================  =====================================================================
 
 DATA is ``$CPM_LAB_DATA`` or ``../shared/datasets`` beside the project. For real datasets
-``length`` keeps the first ``length`` items of the split and ``seed`` is unused.
+``length`` keeps the first ``length`` items of the split, ``seed`` is unused and ``cache=True``
+keeps every decoded crop in memory as uint8 (``cpm_lab.data.cache.CropCache``: N x S x S x 3
+bytes, e.g. 8000 LSPet crops at 128 px = 0.39 GB), so epochs after the first decode no JPEG.
 
 Splits of a synthetic dataset are the same generator with different seeds, so a held-out split
 never shares an image with the training split: ``train`` uses ``seed``, ``val`` uses
@@ -48,7 +50,13 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     return kind.lower(), args
 
 
-def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0, length: int | None = None):
+def is_real(spec: str) -> bool:
+    """True when ``spec`` names a real (photograph) dataset rather than the synthetic generator."""
+    return parse_spec(spec)[0] in REAL_KINDS
+
+
+def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0, length: int | None = None,
+                 cache: bool = False):
     """Build the dataset named by ``spec`` with square images of side ``image_size`` pixels.
 
     Args:
@@ -56,7 +64,10 @@ def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0
         image_size: side of the images (= the model's input size).
         split: "train", "val" or "test".
         seed: base seed (synthetic: the split's seed is derived from it).
-        length: number of items (synthetic only); default ``DEFAULT_LENGTH[split]``.
+        length: number of items; synthetic default ``DEFAULT_LENGTH[split]``, real data default
+            the whole split (a given length keeps its first ``length`` items).
+        cache: real data only: keep decoded crops in memory as uint8 (see the module
+            docstring); ignored for synthetic data, which is generated on the fly.
     Raises:
         ValueError naming the spec and what was expected.
     """
@@ -75,7 +86,7 @@ def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0
             raise ValueError(f"length must be >= 1, got {length}")
         return SyntheticPoses(n, image_size, difficulty, seed=int(seed) + SPLIT_SEED_OFFSET[split])
     if kind in REAL_KINDS:
-        return _real_dataset(spec, kind, args, image_size, split, length)
+        return _real_dataset(spec, kind, args, image_size, split, length, cache)
     raise ValueError(f"bad data spec {spec!r}: unknown dataset {kind!r}; expected {SPEC_HELP}")
 
 
@@ -88,7 +99,8 @@ def default_data_root():
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
-def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split: str, length: int | None):
+def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split: str, length: int | None,
+                  cache: bool = False):
     """LSP/LSPet/MPII/COCO person crops for ``split`` (see the module docstring)."""
     import warnings
     from pathlib import Path
@@ -105,7 +117,7 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
         root = arg or data / kind
         if kind == "lsp":
             start, end = (1, 1000) if split == "train" else (1001, 2000)
-            ds = LSP(root, image_size, start, end)
+            ds = LSP(root, image_size, start, end, cache=cache)
         else:
             ranges = {"train": (1, 8000), "val": (8001, 9000), "test": (9001, 10000)}
             total = _lsp_total(root)  # how many images this copy's joints.mat holds
@@ -114,7 +126,7 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
                 warnings.warn(f"{spec!r}: LSPet test images 9001-10000 are not in {root} (kept aside "
                               f"as an unseen test set); using the validation images 8001-9000", stacklevel=3)
                 start, end = ranges["val"]
-            ds = LSP(root, image_size, start, min(end, total))
+            ds = LSP(root, image_size, start, min(end, total), cache=cache)
     else:
         if arg is not None:
             if not arg.is_file():
@@ -129,7 +141,7 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
         if not ann.is_file():
             raise FileNotFoundError(f"data spec {spec!r}: annotation file not found: {ann} (give the file "
                                     f"as {kind}:PATH.json or set CPM_LAB_DATA)")
-        ds = (MPII if kind == "mpii" else COCOKeypoints)(ann, images, image_size)
+        ds = (MPII if kind == "mpii" else COCOKeypoints)(ann, images, image_size, cache=cache)
     if length is not None:
         if int(length) < 1:
             raise ValueError(f"length must be >= 1, got {length}")
