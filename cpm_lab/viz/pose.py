@@ -98,21 +98,26 @@ def belief_composite(beliefs, colors: np.ndarray = skeleton.JOINT_COLORS, vmax: 
 def overlay_beliefs(ax, image, beliefs, part: int | str = "all", stride: int = 8, alpha: float = 0.6,
                     cmap: str = "magma", vmax: float | None = 1.0):
     """Draw ``image`` with the beliefs of ``part`` (an index, or "all" for the colour composite)
-    on top, aligned cell-by-cell with the input pixels they cover.
+    on top, aligned cell-by-cell with the input pixels they cover. ``alpha`` (0..1) is the
+    overlay's strength; for "all" the image is also dimmed by ``alpha / 2``.
 
     Colours span beliefs 0..``vmax``; ``vmax=None`` scales to the shown map's peak (useful for
     models whose beliefs are probabilities well below 1, like the classical pose machine).
     """
     img = image_hwc(image)
     b = to_numpy(beliefs)
-    ax.imshow(img)
     extent = belief_extent(b.shape[-2:], stride)
     if part == "all":
+        # The image is dimmed and the composite's opacity rises faster than the belief, so that
+        # part colours stand out against a busy picture even where beliefs are well below 1;
+        # beliefs under 0.1 of the scale stay transparent (no colour wash over the background).
+        ax.imshow(img * (1.0 - 0.5 * alpha))
         parts = b[: len(skeleton.JOINT_COLORS)] if b.shape[0] == skeleton.NUM_JOINTS + 1 else b[:-1]
         comp = belief_composite(parts, vmax=float(parts.max()) if vmax is None else vmax)
-        comp[..., 3] *= alpha
+        comp[..., 3] = np.clip((comp[..., 3] - 0.1) / 0.9, 0, 1) ** 0.6 * min(1.0, 1.5 * alpha)
         ax.imshow(comp, extent=extent, interpolation="bilinear")
     else:
+        ax.imshow(img)
         m = b[int(part)]
         top = max(float(m.max()), 1e-6) if vmax is None else vmax
         ax.imshow(np.clip(m, 0, top), cmap=cmap, vmin=0, vmax=top, alpha=alpha, extent=extent,
