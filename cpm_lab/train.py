@@ -553,6 +553,8 @@ class Trainer:
             raise ValueError(f"batch_size {c.batch_size} (global) must be divisible by the number of "
                              f"processes ({self.world_size})")
         self.local_batch = c.batch_size // self.world_size
+        #: why ``fit`` stopped before its target step (set by ``request_stop``), else None
+        self.stop_reason: str | None = None
         if len(train_set) < c.batch_size:
             raise ValueError(f"the training set has {len(train_set)} samples, fewer than batch_size={c.batch_size}")
         self.steps_per_epoch = len(train_set) // c.batch_size
@@ -826,6 +828,23 @@ class Trainer:
         self._records = [dict(r) for r in ckpt.get("history", [])]
         self._resume_state = ckpt
 
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask ``fit`` to stop after the current step (from a callback, e.g. ``TimeLimit``): it
+        writes the checkpoint as at the end of a run and returns the history; ``fit(resume=...)``
+        continues later. ``stop_reason`` keeps ``reason``. In a distributed run the request of
+        rank 0 (the rank that runs callbacks) stops every rank at the same step."""
+        self.stop_reason = str(reason)
+
+    def _stop_now(self) -> bool:
+        flag = self.stop_reason is not None
+        if self.world_size > 1:
+            t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+            dist.broadcast(t, src=0)
+            flag = bool(t.item())
+            if flag and self.stop_reason is None:
+                self.stop_reason = "stop requested by rank 0"
+        return flag
+
     # -------------------------------------------------------------------------------- fit
     def fit(self, resume: str | os.PathLike | None = None, until: int | None = None) -> pd.DataFrame:
         """Train until ``config.steps`` (or until step ``until``, e.g. to stop half-way) and
@@ -856,6 +875,7 @@ class Trainer:
 
         from tqdm.auto import tqdm
 
+        self.stop_reason = None
         if self.is_main:
             for cb in self.callbacks:
                 cb.on_train_start(self)
@@ -890,6 +910,8 @@ class Trainer:
                             cb.on_step_end(self, step, record)
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.3g}", phase=record["phase"], refresh=False)
+                    if self._stop_now():
+                        break
             if c.checkpoint and self.is_main:
                 self.save_checkpoint()
         finally:

@@ -253,6 +253,37 @@ def test_resume_is_bit_identical(tmp_path, strategy, steps, half):
     assert read_checkpoint(path)["step"] == steps
 
 
+def test_request_stop_and_time_limit_end_fit_resumably(tmp_path):
+    from cpm_lab.callbacks import TimeLimit
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer, step, record):
+            if step == 3:
+                trainer.request_stop("enough")
+
+    data = toy_data(n=10)
+    straight = toy_model()
+    Trainer(straight, data, cfg(steps=6)).fit()
+    path = str(tmp_path / "ck.pt")
+    model = toy_model()
+    trainer = Trainer(model, data, cfg(steps=6, checkpoint=path), callbacks=[StopAt()])
+    h = trainer.fit()
+    assert trainer.step == 3 and list(h["step"]) == [1, 2, 3] and trainer.stop_reason == "enough"
+    assert read_checkpoint(path)["step"] == 3  # written as at the end of a run
+    resumed = toy_model(seed=5)
+    h = Trainer(resumed, data, cfg(steps=6, checkpoint=path)).fit(resume=path)
+    assert list(h["step"]) == list(range(1, 7))
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # stopping early lost nothing
+
+    limit = TimeLimit(1e-9)  # expires during the first step
+    trainer = Trainer(toy_model(), data, cfg(steps=6), callbacks=[limit])
+    trainer.fit()
+    assert trainer.step == 1 and limit.stopped_at == 1 and "time limit" in trainer.stop_reason
+    with pytest.raises(ValueError, match="seconds"):
+        TimeLimit(0)
+
+
 def test_checkpoint_contents_load_model_and_mismatch(tmp_path):
     path = tmp_path / "ck.pt"
     model = toy_model()
