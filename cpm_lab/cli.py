@@ -41,6 +41,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -464,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cpm-lab``; returns the exit status (0 ok, 2 user error, 1 unexpected error, 130 ^C)."""
     parser = build_parser()
     debug = bool(os.environ.get("CPM_LAB_DEBUG"))
+    if not debug:  # warnings as one line each, like errors, not file:line plus a source line
+        warnings.formatwarning = lambda message, category, *_, **__: f"{PROG}: warning: {message}\n"
     try:
         args = parser.parse_args(argv)
         if getattr(args, "_run", None) is None:
