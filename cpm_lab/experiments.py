@@ -1164,7 +1164,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=_pos_int, help="batch size of every run (tiny: 8)")
     p.add_argument("--optimizer", choices=("auto", "adam", "sgd"), help="optimiser of every run (default: the "
                    "preset's; tiny: Adam)")
-    p.add_argument("--lr", type=_pos_float, help="learning rate of every run (default: the preset's; tiny 3e-3)")
+    p.add_argument("--lr", type=_pos_float, help="learning rate of every run (default: the preset's; tiny 5e-3)")
     p.add_argument("--eval-size", type=_pos_int, help="held-out images per evaluation (synthetic: 256, quick 64; "
                    "real data: the whole test split)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

@@ -40,7 +40,7 @@ Learning rate
 -------------
 ``optimizer="auto"`` picks the paper's SGD for the ``paper`` preset (lr 8e-5, momentum 0.9,
 weight decay 5e-4, ``schedule="step"``: x ``lr_gamma`` = 0.333 every ``lr_step`` steps) and Adam
-(lr 1e-3, or the preset's lr in ``PRESET_DEFAULTS``, e.g. 3e-3 for tiny; no weight decay; cosine
+(lr 1e-3, or the preset's lr in ``PRESET_DEFAULTS``, e.g. 5e-3 for tiny; no weight decay; cosine
 decay to 1 %) for the small presets. The learning rate is a pure
 function of the step (``Trainer.lr_at``), so restoring the step restores the schedule.
 
@@ -100,12 +100,12 @@ OPTIMIZER_DEFAULTS = {
 }
 
 #: Default budget per model preset (used by ``TrainConfig.for_preset`` and the CLI). "tiny" was
-#: tuned on a 2-core CPU: ~3.5 CPU-minutes; held-out final-stage PCK@0.2 ~0.99 on
-#: ``synthetic:easy`` and ~0.75 on ``synthetic`` (standard), stage 3 about 20 PCK@0.1 points above
-#: stage 1 on both. "small" is an untuned guess. "paper" follows the official solver (batch 16,
+#: tuned on a 2-core CPU (3000 steps: ~4-5 minutes there): held-out final-stage PCK@0.2 0.915 on
+#: ``synthetic`` (standard), stage 3 about 34 PCK@0.1 points above stage 1 (lr 3e-3 gave 0.89,
+#: 2400 steps 0.88). "small" is an untuned guess. "paper" follows the official solver (batch 16,
 #: SGD lr 8e-5, x0.333 decay) at a reduced length.
 PRESET_DEFAULTS: dict[str, dict] = {
-    "tiny": dict(steps=1200, batch_size=8, lr=3e-3, cpu_channels_last=True),
+    "tiny": dict(steps=3000, batch_size=8, lr=5e-3, cpu_channels_last=True),
     "small": dict(steps=3000, batch_size=16),
     "paper": dict(steps=100_000, batch_size=16, optimizer="sgd", lr_step=33_000),
 }
@@ -138,7 +138,7 @@ class TrainConfig:
             ``stagewise_finetune``.
         optimizer: "auto" (sgd for the paper preset, adam otherwise), "adam" or "sgd".
         lr, weight_decay, schedule: None/"auto" = the optimiser's default (``OPTIMIZER_DEFAULTS``);
-            for Adam, a preset's own lr in ``PRESET_DEFAULTS`` (tiny: 3e-3) takes precedence.
+            for Adam, a preset's own lr in ``PRESET_DEFAULTS`` (tiny: 5e-3) takes precedence.
         momentum: SGD momentum (paper: 0.9).
         lr_step: decay period in steps of the "step" schedule; None = a third of the phase.
         lr_gamma: decay factor of the "step" schedule (paper: 0.333).

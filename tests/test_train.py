@@ -206,10 +206,10 @@ def test_learning_rate_schedules_and_optimizer_defaults():
     t._enter_phase(0)
     assert isinstance(t.optimizer, torch.optim.SGD) and t.optimizer.defaults["momentum"] == 0.9
     t = Trainer(toy_model(), data, TrainConfig(steps=2, batch_size=2))
-    assert t.opt_name == "adam" and t.base_lr == 3e-3 and t.channels_last  # tiny's preset defaults on CPU
+    assert t.opt_name == "adam" and t.base_lr == 5e-3 and t.channels_last  # tiny's preset defaults on CPU
     assert not Trainer(paper_like, data, TrainConfig(steps=2, batch_size=2)).channels_last
     tiny = TrainConfig.for_preset("tiny", steps=5)
-    assert tiny.steps == 5 and tiny.batch_size == 8 and tiny.lr == 3e-3
+    assert tiny.steps == 5 and tiny.batch_size == 8 and tiny.lr == 5e-3
     with pytest.raises(ValueError, match="no training defaults for preset 'huge'"):
         TrainConfig.for_preset("huge")
 

@@ -85,7 +85,7 @@ PRESETS: dict[str, CPMConfig] = {
                        stage1_channels=256, stage1_kernel=5, stage_channels=64, stage_kernel=7),
     # tiny: trained from scratch in minutes on a CPU. sigma = 8 px = one belief cell (the paper's
     # 7 px at stride 8 is 0.9 cell); 16 trunk channels make a step 2.4x cheaper than 32 at the
-    # same accuracy per step; BatchNorm lets this narrow net train fast at Adam lr 3e-3.
+    # same accuracy per step; BatchNorm lets this narrow net train fast at Adam lr 5e-3.
     # Pass batch_norm=False for the paper's layers.
     "tiny": CPMConfig(name="tiny", num_stages=3, input_size=128, sigma=8.0, center_sigma=12.0,
                       trunk_channels=16, trunk_kernel=3, feature_channels=16, feature_kernel=3,
