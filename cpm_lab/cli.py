@@ -45,6 +45,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ._argtypes import nonneg_int, positive_float, positive_int
+
 # Idle OpenMP threads sleep instead of spinning. On a CPU shared with other busy processes,
 # spinning threads make every parallel op wait for a descheduled peer (measured: a tiny-preset
 # step 5-10x slower with 2 threads than with 1); sleeping costs microseconds when the CPU is idle.
@@ -88,36 +90,6 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 # ------------------------------------------------------------------------------------------------
 # Argument helpers
 # ------------------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -191,23 +163,23 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
     p.add_argument("--data", default="synthetic", help="dataset spec, e.g. synthetic or synthetic:hard")
     p.add_argument("--out", required=True, help="output directory (created if needed)")
-    p.add_argument("--steps", type=_positive_int, help="optimiser steps (default: the preset's budget)")
+    p.add_argument("--steps", type=positive_int, help="optimiser steps (default: the preset's budget)")
     p.add_argument("--strategy", default="end_to_end", choices=STRATEGIES, help="training strategy")
-    p.add_argument("--batch-size", type=_positive_int, help="GLOBAL batch size (default: the preset's)")
-    p.add_argument("--lr", type=_positive_float, help="learning rate (default: the optimiser's)")
+    p.add_argument("--batch-size", type=positive_int, help="GLOBAL batch size (default: the preset's)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimiser's)")
     p.add_argument("--optimizer", choices=("auto", "adam", "sgd"), default="auto")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the model init, data order and split")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the model init, data order and split")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on for CUDA only)")
-    p.add_argument("--eval-every", type=_nonneg_int, default=0, help="evaluate every N steps (0 = only at the end)")
-    p.add_argument("--eval-size", type=_positive_int, default=512, help="held-out items for evaluation")
-    p.add_argument("--checkpoint-every", type=_nonneg_int, default=0, help="also checkpoint every N steps")
-    p.add_argument("--workers", type=_nonneg_int, default=0, help="DataLoader worker processes")
-    p.add_argument("--threads", type=_positive_int,
+    p.add_argument("--eval-every", type=nonneg_int, default=0, help="evaluate every N steps (0 = only at the end)")
+    p.add_argument("--eval-size", type=positive_int, default=512, help="held-out items for evaluation")
+    p.add_argument("--checkpoint-every", type=nonneg_int, default=0, help="also checkpoint every N steps")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes")
+    p.add_argument("--threads", type=positive_int,
                    help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy CPU)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same settings)")
-    p.add_argument("--stop-at", type=_positive_int, help="stop after this step (resume later with --resume)")
+    p.add_argument("--stop-at", type=positive_int, help="stop after this step (resume later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="the paper's augmentation: zoom 0.7-1.3, rotation +-40 deg, flip with left/right "
@@ -341,23 +313,23 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="synthetic", help="dataset spec, e.g. synthetic:standard or lspet")
     p.add_argument("--out", help="write the tidy metrics table to this CSV file")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--size", type=_positive_int,
+    p.add_argument("--size", type=positive_int,
                    help=f"evaluate the first N items (default: {EVAL_SYNTHETIC_SIZE} for synthetic data, "
                         "the whole split for real data)")
-    p.add_argument("--fit-size", type=_positive_int,
+    p.add_argument("--fit-size", type=positive_int,
                    help=f"--mean-pose: fit on the first N train items (default: the whole split for real "
                         f"data, {FIT_SYNTHETIC_SIZE} for synthetic data, which must be rendered)")
-    p.add_argument("--image-size", type=_positive_int,
+    p.add_argument("--image-size", type=positive_int,
                    help=f"--mean-pose: crop side in pixels (default {MEAN_POSE_IMAGE_SIZE}, the tiny "
                         "preset's input; a checkpoint brings its own)")
-    p.add_argument("--seed", type=_nonneg_int,
+    p.add_argument("--seed", type=nonneg_int,
                    help="synthetic data seed (default: the checkpoint's training seed; 0 with --mean-pose)")
     p.add_argument("--normalize", default="torso", choices=("torso", "bbox", "head", "px"))
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--scales", type=_float_list, help="multi-scale testing, e.g. 0.8,0.9,1.0,1.1,1.2")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -426,8 +398,8 @@ command("eval", "evaluate a checkpoint or the mean-pose baseline: per-stage and 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--samples", type=_positive_int, default=128, help="held-out images to evaluate")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--samples", type=positive_int, default=128, help="held-out images to evaluate")
+    p.add_argument("--seed", type=nonneg_int, default=0)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -72,6 +72,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
+from ._argtypes import positive_float, positive_int
 from .callbacks import Callback
 
 if TYPE_CHECKING:  # pandas is imported lazily so that ``cpm-lab --help`` stays fast
@@ -1115,32 +1116,8 @@ def _strategy_list(text: str) -> list[str]:
     return names
 
 
-def _pos_int(text: str) -> int:
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
-
-
-def _pos_float(text: str) -> float:
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0 or not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
 def _jobs(text: str):
-    return "auto" if text == "auto" else _pos_int(text)
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def add_arguments(p) -> None:
@@ -1156,21 +1133,21 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", type=_int_list, help="seeds, e.g. 0,1,2 (default) or 0-4")
     p.add_argument("--stages", type=_int_list, help="numbers of stages of the stage sweep, e.g. 1-6 (default)")
     p.add_argument("--strategies", type=_strategy_list, help="comma-separated training strategies (default: all)")
-    p.add_argument("--strategy-stages", type=_pos_int, default=3, help="stages of the strategies experiment (3)")
+    p.add_argument("--strategy-stages", type=positive_int, default=3, help="stages of the strategies experiment (3)")
     p.add_argument("--experiments", type=lambda t: [e.strip() for e in t.split(",") if e.strip()],
                    default=list(EXPERIMENTS), help="strategies,stages (default: both)")
-    p.add_argument("--steps", type=_pos_int,
+    p.add_argument("--steps", type=positive_int,
                    help="optimiser steps of every run (default: the preset's ablation budget, tiny 250; quick 60)")
-    p.add_argument("--batch-size", type=_pos_int, help="batch size of every run (tiny: 8)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size of every run (tiny: 8)")
     p.add_argument("--optimizer", choices=("auto", "adam", "sgd"), help="optimiser of every run (default: the "
                    "preset's; tiny: Adam)")
-    p.add_argument("--lr", type=_pos_float, help="learning rate of every run (default: the preset's; tiny 5e-3)")
-    p.add_argument("--eval-size", type=_pos_int, help="held-out images per evaluation (synthetic: 256, quick 64; "
+    p.add_argument("--lr", type=positive_float, help="learning rate of every run (default: the preset's; tiny 5e-3)")
+    p.add_argument("--eval-size", type=positive_int, help="held-out images per evaluation (synthetic: 256, quick 64; "
                    "real data: the whole test split)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--jobs", type=_jobs, default="auto",
                    help="runs trained at once in separate processes (auto: CPU cores up to 4 on a CPU, 1 on a GPU)")
-    p.add_argument("--threads", type=_pos_int, help="torch threads per process")
+    p.add_argument("--threads", type=positive_int, help="torch threads per process")
     p.add_argument("--no-resume", action="store_true", help="train every run again (default: reuse finished runs)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--no-checkpoints", action="store_true", help="delete each run's checkpoint when it finishes")
