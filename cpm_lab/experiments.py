@@ -689,6 +689,7 @@ def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = "ti
             raise ValueError(f"cannot create {name} {folder!r}: {exc.strerror or exc}") from None
 
     t_start = time.perf_counter()
+    git = _git_commit()  # the code that trains, not whatever is checked out when the runs end
     results: dict[str, dict] = {}
     todo: list[RunSpec] = []
     for spec in specs:
@@ -764,7 +765,7 @@ def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = "ti
 
     result = collect(specs, runs_dir, results)
     manifest = _manifest(command or _python_call(out_dir, preset, data, quick, specs), specs, result.runs, wall,
-                         dev, jobs, threads, out_dir, runs_dir)
+                         dev, jobs, threads, out_dir, runs_dir, git)
     result.out_dir = out_dir
     result.manifest = manifest
     _write_csv(os.path.join(out_dir, "pck.csv"), result.pck)
@@ -1036,7 +1037,7 @@ def _python_call(out_dir, preset, data, quick, specs) -> str:
 
 
 def _manifest(command: str, specs: Sequence[RunSpec], runs, wall: float, dev, jobs: int, threads, out_dir: str,
-              runs_dir: str) -> dict:
+              runs_dir: str, git: dict) -> dict:
     import numpy as np
     import pandas as pd
     import torch
@@ -1063,7 +1064,7 @@ def _manifest(command: str, specs: Sequence[RunSpec], runs, wall: float, dev, jo
                      "threads_per_job": threads or _torch_threads(), "train_overrides": dict(first.train_overrides),
                      "model_overrides": dict(first.model_overrides)},
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
-                     "pandas": pd.__version__, "cpm_lab": __version__, "git": _git_commit()},
+                     "pandas": pd.__version__, "cpm_lab": __version__, "git": git},
         "machine": _machine(dev),
         "out_dir": out_dir,
         "runs_dir": runs_dir,
