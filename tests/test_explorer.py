@@ -79,6 +79,16 @@ def test_bad_settings(explorer):
         explorer.update(index=9)
     with pytest.raises(ValueError, match="unknown explorer setting"):
         explorer.update(colour="red")
+    with pytest.raises(ValueError, match="unknown part 'elbow'"):
+        explorer.update(part="elbow")
+    with pytest.raises(ValueError, match=r"index in 0..13, got 14"):
+        explorer.update(part=14)
+
+
+def test_part_accepts_names_and_none(explorer):
+    assert explorer.update(part="right_wrist").state["part"] == 6
+    assert explorer.update(part=None).state["part"] == "all"  # as ReceptiveFieldExplorer spells it
+    assert explorer.update(part=3).state["part"] == 3
 
 
 def test_scale_to_peak_changes_colours_not_beliefs(explorer):

@@ -73,7 +73,8 @@ class BeliefExplorer(FigurePanel):
             ``model(images, center_maps) -> list of (N, P+1, h, w)``).
         dataset: indexable, items are dicts with ``image`` (3×H×W), ``keypoints`` (P, 3) and
             optionally ``center`` (2,).
-        index, stage, part: the initial sample, stage (1-based) and part (index or "all").
+        index, stage, part: the initial sample, stage (1-based) and part: an index, a joint name
+            from ``cpm_lab.skeleton.JOINT_NAMES``, or "all" (or None) for the colour composite.
         scale_to_peak: colour each map from 0 to its own peak instead of 0..1 (for models whose
             beliefs stay well below 1, e.g. a PoseMachine's class probabilities).
     """
@@ -86,7 +87,7 @@ class BeliefExplorer(FigurePanel):
         self.figsize = figsize
         self._cache: dict[tuple, tuple[list[np.ndarray], np.ndarray]] = {}
         self.runs = 0  # model forward passes so far (cached redraws don't count)
-        self.state = dict(index=int(index), part=part, opacity=float(opacity), show_truth=True,
+        self.state = dict(index=int(index), part=self._check_part(part), opacity=float(opacity), show_truth=True,
                           show_prediction=True, show_path=False, scale_to_peak=bool(scale_to_peak), occluder=None)
         self.num_stages = len(self._beliefs()[0])
         self.state["stage"] = int(stage or self.num_stages)
@@ -123,9 +124,25 @@ class BeliefExplorer(FigurePanel):
             raise ValueError(f"stage must be in 1..{self.num_stages}, got {changes['stage']}")
         if "index" in changes and not 0 <= int(changes["index"]) < len(self.dataset):
             raise ValueError(f"index must be in 0..{len(self.dataset) - 1}, got {changes['index']}")
+        if "part" in changes:
+            changes["part"] = self._check_part(changes["part"])
         self.state.update(changes)
         self._redraw()
         return self
+
+    def _check_part(self, part) -> int | str:
+        """"all" (also for None) or a part index in 0..P-1 (joint names are looked up)."""
+        if part is None or part == "all":
+            return "all"
+        if isinstance(part, str):
+            if part not in skeleton.JOINT_INDEX:
+                raise ValueError(f"unknown part {part!r}; choose a joint name from cpm_lab.skeleton.JOINT_NAMES, "
+                                 "an index, or 'all'")
+            part = skeleton.JOINT_INDEX[part]
+        if isinstance(part, bool) or not isinstance(part, (int, np.integer)) or not 0 <= part < self.codec.num_parts:
+            raise ValueError(f"part must be 'all', a joint name or an index in 0..{self.codec.num_parts - 1}, "
+                             f"got {part!r}")
+        return int(part)
 
     # ---- drawing ---------------------------------------------------------------------------
     def figure(self) -> Figure:
