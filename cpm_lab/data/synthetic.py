@@ -121,6 +121,8 @@ _ANGLES = np.array([
     (0.0, -40.0, 70.0),    # 9 left knee
 ])
 
+_ANGLE_LIST = _ANGLES.tolist()
+
 _SKIN = np.array([(0.96, 0.80, 0.69), (0.91, 0.72, 0.58), (0.78, 0.57, 0.44), (0.63, 0.45, 0.33),
                   (0.45, 0.31, 0.22), (0.33, 0.22, 0.15)], dtype=np.float32)
 _HAIR = np.array([(0.08, 0.06, 0.05), (0.25, 0.15, 0.08), (0.45, 0.30, 0.15), (0.85, 0.72, 0.40),
@@ -148,7 +150,7 @@ class LimbStyle:
 
 
 def _plain(colour) -> LimbStyle:
-    return LimbStyle(tuple(float(c) for c in colour))
+    return LimbStyle(tuple(colour.tolist() if isinstance(colour, np.ndarray) else map(float, colour)))
 
 
 @dataclass
@@ -178,11 +180,12 @@ _TEX_PAD = 64
 _caches: dict[Any, np.ndarray] = {}
 
 
-def _arange(n: int) -> np.ndarray:
-    key = ("arange", n)
-    if key not in _caches:
-        _caches[key] = np.arange(n, dtype=np.float32)
-    return _caches[key]
+def _arange(lo: int, hi: int) -> np.ndarray:
+    """float32 [lo, lo + 1, ..., hi - 1]: a view of one cached array that grows as needed."""
+    a = _caches.get("arange")
+    if a is None or len(a) < hi:
+        a = _caches["arange"] = np.arange(max(hi, 1024), dtype=np.float32)
+    return a[lo:hi]
 
 
 def _noise_field(size: int, amplitude: float = 1.0) -> np.ndarray:
@@ -196,28 +199,31 @@ def _noise_field(size: int, amplitude: float = 1.0) -> np.ndarray:
     return _caches[key]
 
 
-def _bilinear_index(size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For bilinear resampling of k cells to ``size`` pixels: left cell index (size,) and
-    weight of the right cell (size,) float32."""
+def _bilinear_index(size: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For bilinear resampling of k cells to ``size`` pixels: left cell index (size,), weight
+    of the right cell (size,) float32, and that weight per row as a contiguous (size, size)
+    array (a multiply by it runs as one long loop instead of one short loop per row)."""
     key = ("bilinear", size, k)
     if key not in _caches:
         pos = np.clip((np.arange(size) + 0.5) / size * k - 0.5, 0, k - 1)
         lo = np.minimum(np.floor(pos).astype(np.intp), k - 2)
-        _caches[key] = (lo, (pos - lo).astype(np.float32))
+        w = (pos - lo).astype(np.float32)
+        _caches[key] = (lo, w, np.repeat(w[:, None], size, axis=1))
     return _caches[key]
 
 
 def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
     """Bilinear upsampling of (3, k, k) to (3, size, size). Gathers and element-wise maths only:
     BLAS matmul would be shorter but is multi-threaded and slow under load at these shapes."""
-    lo, w = _bilinear_index(size, grid.shape[1])
+    lo, w, w_rows = _bilinear_index(size, grid.shape[1])
     # Interpolate along x at the small size, then along y; differences are taken at the small
     # size so the full-size work is two contiguous row gathers, a multiply and an add.
-    step = np.diff(grid, axis=2)
-    rows = np.ascontiguousarray(np.take(grid, lo, axis=2) + np.take(step, lo, axis=2) * w)
-    step = np.diff(rows, axis=1)
-    out = np.take(rows, lo, axis=1)
-    out += np.take(step, lo, axis=1) * w[:, None]
+    step = grid[:, :, 1:] - grid[:, :, :-1]
+    rows = np.take(grid, lo, axis=2) + np.take(step, lo, axis=2) * w
+    step = rows[:, 1:] - rows[:, :-1]
+    out = np.take(step, lo, axis=1)
+    out *= w_rows
+    out += np.take(rows, lo, axis=1)   # = rows + step * w, as addition commutes exactly
     return out
 
 
@@ -270,7 +276,7 @@ class _Canvas:
         self._ops.append((fn, (args, kwargs)))
 
     def flush(self) -> None:
-        geometry = self._capsule_geometry()
+        geometry = self._capsule_geometry() if self._caps else None
         for fn, args in self._ops:
             if fn is None:
                 self._paint_capsule(geometry, args)
@@ -279,104 +285,179 @@ class _Canvas:
         self._ops, self._caps = [], []
 
     def _capsule_geometry(self):
-        if not self._caps:
-            return None
+        """Geometry and colour of every queued capsule that touches the image, in one pass.
+
+        The pixels of all bounding boxes are laid end to end ("ragged": box k, row by row, is
+        the slice [start, start + w * h)), so every step is one numpy call on flat arrays of
+        the same length, with no padding. Striped capsules come first and capsules with a tip
+        next, so that each of those colour steps works on one contiguous block. Returns
+        (boxes, inside, colours): ``boxes[k]`` is None for a capsule that misses the image,
+        else (start, x0, y0, w, h); ``inside`` is bool (N,); ``colours`` = (unshaded, shaded)
+        float32 (3, N).
+        """
         size_y, size_x = self.img.shape[1:]
-        x0, y0, x1, y1, r0, r1, shade = np.array(
-            [c[:6] + (c[8],) for c in self._caps], dtype=np.float64).T
-        vx, vy = x1 - x0, y1 - y0
-        len2 = vx * vx + vy * vy
-        dot = len2 < 1e-6
-        vx = np.where(dot, 1e-3, vx)   # a zero-length capsule (a disk) as a tiny segment
-        len2 = np.where(dot, vx * vx + vy * vy, len2)
-        length = np.sqrt(len2)
-        rmax = np.maximum(r0, r1)
-        bx0 = np.clip(np.floor(np.minimum(x0, x1) - rmax), 0, size_x).astype(int)
-        bx1 = np.clip(np.ceil(np.maximum(x0, x1) + rmax) + 1, 0, size_x).astype(int)
-        by0 = np.clip(np.floor(np.minimum(y0, y1) - rmax), 0, size_y).astype(int)
-        by1 = np.clip(np.ceil(np.maximum(y0, y1) + rmax) + 1, 0, size_y).astype(int)
-        wk, hk = bx1 - bx0, by1 - by0
-        valid = (wk > 0) & (hk > 0)
-        if not valid.any():
-            return None
-        wm, hm = int(wk.max()), int(hk.max())
-
-        def col(a):   # per-capsule scalars as (K, 1, 1) float32
-            return a.astype(np.float32)[:, None, None]
-
-        xs = _arange(wm)[None, None, :] + col(bx0 - x0)           # (K, 1, wm)
-        ys = _arange(hm)[None, :, None] + col(by0 - y0)           # (K, hm, 1)
-        q = xs * col(vx / len2) + ys * col(vy / len2)             # along the axis, 0..1 between ends
-        t = np.maximum(q, 0.0)
-        np.minimum(t, 1.0, out=t)
-        d2 = xs * col(vy / length) - ys * col(vx / length)        # signed distance across the axis
+        # striped only, striped with a tip, tip only, plain
+        groups: tuple[list, list, list, list] = ([], [], [], [])
+        # Per-capsule scalars in plain Python floats (float64, like numpy's), which at K ~ 20
+        # is cheaper than ~30 numpy calls on (K,) arrays.
+        for k, (x0, y0, x1, y1, r0, r1, style, _, shade, tip) in enumerate(self._caps):
+            rmax = r0 if r0 > r1 else r1
+            lo_x, hi_x = (x0, x1) if x0 < x1 else (x1, x0)
+            lo_y, hi_y = (y0, y1) if y0 < y1 else (y1, y0)
+            # Box [bx0, bx1) x [by0, by1) clipped to the image; empty if the capsule misses it.
+            bx0, by0 = math.floor(lo_x - rmax), math.floor(lo_y - rmax)
+            bx1, by1 = math.ceil(hi_x + rmax) + 1, math.ceil(hi_y + rmax) + 1
+            bx0, by0 = (bx0 if bx0 > 0 else 0), (by0 if by0 > 0 else 0)
+            bx1, by1 = (bx1 if bx1 < size_x else size_x), (by1 if by1 < size_y else size_y)
+            if bx1 <= bx0 or by1 <= by0:
+                continue
+            vx, vy = x1 - x0, y1 - y0
+            len2 = vx * vx + vy * vy
+            if len2 < 1e-6:   # a zero-length capsule (a disk) as a tiny segment
+                vx = 1e-3
+                len2 = vx * vx + vy * vy
+            length = math.sqrt(len2)
+            w, h = bx1 - bx0, by1 - by0
+            group = (tip is not None) if style.stripe_period > 0 else 3 - (tip is not None)
+            groups[group].append((
+                k, bx0, by0, w, h, w * h, style, tip, length,
+                # Per pixel: x offset, the axis and normal terms of x, and the radius and
+                # shading terms; per row: y offset and the axis and normal terms of y.
+                (bx0 - x0, vx / len2, vy / length, len2, r1 - r0, r0, -shade,
+                 by0 - y0, vy / len2, vx / length)))
+        caps = groups[0] + groups[1] + groups[2] + groups[3]
+        boxes: list[tuple | None] = [None] * len(self._caps)
+        if not caps:
+            return boxes, None, None
+        start = 0
+        for k, bx0, by0, w, h, m, *_ in caps:
+            boxes[k] = (start, bx0, by0, w, h)
+            start += m
+        n = start
+        _, _, _, _, heights, sizes, styles, tips, lengths, params = zip(*caps)
+        sizes, heights = np.array(sizes), np.array(heights)
+        par = np.array(params, dtype=np.float32).T                # (10, K) float32, as before
+        pix = np.repeat(par[:7], sizes, axis=1)                   # (7, N): per-capsule scalars
+        row = np.repeat(par[7:], heights, axis=1)                 # (3, R), R rows in all
+        widths = np.repeat(sizes // heights, heights)             # (R,) width of each row
+        # Local pixel coordinates within each box: exact small integers in float32.
+        row_start = np.cumsum(heights) - heights                  # first row of each box
+        pix_start = np.cumsum(widths) - widths                    # first pixel of each row
+        ys = _arange(0, len(widths)) - np.repeat(row_start.astype(np.float32), heights)
+        if n < 2 ** 24:
+            xs = _arange(0, n) - np.repeat(pix_start.astype(np.float32), widths)
+        else:
+            xs = (np.arange(n) - np.repeat(pix_start, widths)).astype(np.float32)
+        ys += row[0]
+        y_terms = np.repeat(ys * row[1:], widths, axis=1)         # (2, N): ys * B, ys * D
+        xs += pix[0]
+        q = xs * pix[1]
+        q += y_terms[0]                                           # along the axis, 0..1 between ends
+        t = np.clip(q, 0.0, 1.0)
+        d2 = xs * pix[2]
+        d2 -= y_terms[1]                                          # signed distance across the axis
         d2 *= d2
         q -= t                                                    # overshoot beyond an end cap
         q *= q
-        q *= col(len2)
+        q *= pix[3]
         d2 += q                                                   # squared distance to the segment
-        rr = t * col(r1 - r0)
-        rr += col(r0)
+        rr = np.multiply(t, pix[4], out=q)                        # q is no longer needed
+        rr += pix[5]
         rr *= rr
         inside = d2 <= rr
         d2 /= rr
-        d2 *= col(-shade)
+        d2 *= pix[6]
         d2 += 1.0                                                 # shading factor
-        return bx0, by0, wk, hk, valid, length, t, inside, d2
+
+        # Colours, float32: stripes, then the tip over them, then the shading.
+        colour = np.repeat(np.array([s.colour for s in styles], dtype=np.float32).T, sizes, axis=1)
+        n_striped, n_tipped = len(groups[0]) + len(groups[1]), len(groups[1]) + len(groups[2])
+        if n_striped:
+            block = slice(0, int(sizes[:n_striped].sum()))
+            counts = sizes[:n_striped]
+            # The band phase is computed in float64 (float32 t times a float64 factor).
+            phase = np.repeat(np.array([lengths[i] / styles[i].stripe_period
+                                        for i in range(n_striped)]), counts)
+            off = (t[block] * phase) % 1.0 >= 0.5
+            second = np.array([styles[i].stripe_colour for i in range(n_striped)], dtype=np.float32)
+            np.copyto(colour[:, block], np.repeat(second.T, counts, axis=1), where=off)
+        if n_tipped:
+            first = len(groups[0])
+            block = slice(int(sizes[:first].sum()), int(sizes[:first + n_tipped].sum()))
+            counts = sizes[first:first + n_tipped]
+            tip_from = np.repeat(np.array([tips[i][0] for i in range(first, first + n_tipped)],
+                                          dtype=np.float32), counts)
+            tip_colour = np.array([tips[i][1].ravel() for i in range(first, first + n_tipped)])
+            np.copyto(colour[:, block], np.repeat(tip_colour.T, counts, axis=1),
+                      where=t[block] > tip_from)
+        return boxes, inside, (colour, colour * d2)
 
     def _paint_capsule(self, geometry, k: int) -> None:
-        if geometry is None or not geometry[4][k]:
+        box = geometry[0][k]
+        if box is None:
             return
-        bx0, by0, wk, hk, _, length, t, inside, shading = geometry
-        _, _, _, _, _, _, style, tex, shade, tip = self._caps[k]
-        x0, y0, w, h = int(bx0[k]), int(by0[k]), int(wk[k]), int(hk[k])
-        t = t[k, :h, :w]
-        colour = style._c
-        if style.stripe_period > 0:
-            band = (t * (length[k] / style.stripe_period)) % 1.0 < 0.5
-            colour = np.where(band, colour, style._c2)
-        if tip is not None:
-            colour = np.where(t > tip[0], tip[1], colour)
-        if shade > 0:
-            colour = colour * shading[k, :h, :w]
+        s, x0, y0, w, h = box
+        style, tex, shade = self._caps[k][6:9]
+        colour = geometry[2][shade > 0][:, s:s + w * h].reshape(3, h, w)
         if style.noise > 0 and tex is not None:
             colour = colour + style.noise * tex[y0:y0 + h, x0:x0 + w]
-        np.copyto(self.img[:, y0:y0 + h, x0:x0 + w], colour, where=inside[k, :h, :w])
+        np.copyto(self.img[:, y0:y0 + h, x0:x0 + w], colour,
+                  where=geometry[1][s:s + w * h].reshape(h, w))
 
 
 def _convex(img, pts, colour, alpha=1.0, bands=None, tex=None, noise=0.0, split=None):
-    """Filled convex polygon with vertices ``pts`` (n, 2) in either winding. ``bands`` =
+    """Filled convex polygon with vertices ``pts`` ((n, 2) array or sequence of (x, y) pairs)
+    in either winding. ``bands`` =
     (origin, unit axis, period, colour2) paints stripes perpendicular to the axis; ``split`` =
     (origin, unit axis, offset, colour2) paints colour2 where the projection on the axis is
     below the offset."""
-    p = pts.tolist()
+    p = pts.tolist() if isinstance(pts, np.ndarray) else pts
     xs_p, ys_p = [v[0] for v in p], [v[1] for v in p]
     box = _bbox(img, min(xs_p), max(xs_p), min(ys_p), max(ys_p))
     if box is None:
         return None
     by0, by1, bx0, bx1 = box
-    X = _arange(bx1)[bx0:]
-    Y = _arange(by1)[by0:][:, None]
+    X = _arange(bx0, bx1)
+    Y = _arange(by0, by1)[:, None]
     area = sum(p[i - 1][0] * p[i][1] - p[i][0] * p[i - 1][1] for i in range(len(p)))
     sgn = 1.0 if area >= 0 else -1.0
-    inside = None
-    for i in range(len(p)):   # inside = on the inner side of every edge
+    # Inside = on the inner side of every edge: X * a + (Y * b + c) >= 0 in float32. Tested for
+    # all edges at once as X * a >= Y * -b - c, which is exactly equivalent: negation is exact,
+    # rounding is symmetric, and a float32 sum is >= 0 iff the exact sum is.
+    abc = []
+    for i in range(len(p)):
         (xi, yi), (xj, yj) = p[i - 1], p[i]
         a, b = -sgn * (yj - yi), sgn * (xj - xi)
-        m = (X * a) + (Y * b + (-a * xi - b * yi)) >= 0
-        inside = m if inside is None else np.logical_and(inside, m, out=inside)
+        abc.append((a, -b, -a * xi - b * yi))
+    abc = np.array(abc, dtype=np.float32)[:, :, None, None]   # (E, 3, 1, 1)
+    inside = np.logical_and.reduce(X * abc[:, 0] >= Y * abc[:, 1] - abc[:, 2], axis=0)
     col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
+    region = img[:, by0:by1, bx0:bx1]
+    # Stripes (colour2 where ``off``), then the split (its colour2 where ``low``) over them.
+    off = low = None
     if bands is not None:
         (ox, oy), (ux, uy), period, colour2 = bands
-        s = ((X - ox) * (ux / period) + (Y - oy) * (uy / period)) % 1.0 < 0.5
-        col = np.where(s, col, np.asarray(colour2, dtype=np.float32).reshape(3, 1, 1))
+        off = ((X - ox) * (ux / period) + (Y - oy) * (uy / period)) % 1.0 >= 0.5
+        col2 = np.asarray(colour2, dtype=np.float32).reshape(3, 1, 1)
     if split is not None:
-        (ox, oy), (ux, uy), offset, colour2 = split
-        s = (X - ox) * ux + (Y - oy) * uy < offset
-        col = np.where(s, np.asarray(colour2, dtype=np.float32).reshape(3, 1, 1), col)
+        (ox, oy), (ux, uy), offset, colour3 = split
+        low = (X - ox) * ux + (Y - oy) * uy < offset
+        col3 = np.asarray(colour3, dtype=np.float32).reshape(3, 1, 1)
+    if alpha >= 1.0 and not (noise > 0 and tex is not None):
+        # Opaque and untextured: paint each colour through its own mask, which is cheaper
+        # than building the (3, h, w) colour image.
+        np.copyto(region, col, where=inside)
+        if off is not None:
+            np.copyto(region, col2, where=np.logical_and(inside, off))
+        if low is not None:
+            np.copyto(region, col3, where=np.logical_and(inside, low))
+        return slice(by0, by1), slice(bx0, bx1), inside
+    if off is not None:
+        col = np.where(off, col2, col)
+    if low is not None:
+        col = np.where(low, col3, col)
     if noise > 0 and tex is not None:
         col = col + noise * tex[by0:by1, bx0:bx1]
-    region = img[:, by0:by1, bx0:bx1]
     if alpha < 1.0:
         col = region * (1.0 - alpha) + col * alpha
     np.copyto(region, col, where=inside)
@@ -390,15 +471,14 @@ def _ellipse(img, cx, cy, a, b, angle, colour, alpha=1.0):
     if box is None:
         return None
     by0, by1, bx0, bx1 = box
-    X = _arange(bx1)[bx0:] - cx
-    Y = _arange(by1)[by0:][:, None] - cy
+    X = _arange(bx0, bx1) - cx
+    Y = _arange(by0, by1)[:, None] - cy
     c, s = math.cos(angle), math.sin(angle)
-    u = X * (c / a) + Y * (s / a)
-    v = X * (-s / b) + Y * (c / b)
-    u *= u
-    v *= v
-    u += v
-    inside = u <= 1.0
+    # u = X * (c / a) + Y * (s / a) and v = X * (-s / b) + Y * (c / b), stacked as uv[0], uv[1].
+    coef = np.array(((c / a, -s / b), (s / a, c / b)), dtype=np.float32)[:, :, None, None]
+    uv = X * coef[0] + Y * coef[1]
+    uv *= uv
+    inside = uv[0] + uv[1] <= 1.0
     col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
     region = img[:, by0:by1, bx0:bx1]
     if alpha < 1.0:
@@ -442,7 +522,7 @@ def _sample_pose(u: list[float], variability: float, facing_away: bool) -> list[
     ``u`` holds 26 uniforms: 10 angles, 8 foreshortenings, 8 proportions.
     """
     ang = [math.radians(n + variability * (lo + ui * (hi - lo) - n))
-           for (n, lo, hi), ui in zip(_ANGLES.tolist(), u[:10])]
+           for (n, lo, hi), ui in zip(_ANGLE_LIST, u[:10])]
     # Foreshortening stands in for out-of-plane motion; squared so most limbs are near full length.
     fore = [1.0 - 0.35 * variability * ui * ui for ui in u[10:18]]
     prop = [0.92 + 0.16 * ui for ui in u[18:26]]
@@ -608,12 +688,12 @@ def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
     across_s = _unit((j[9][0] - j[8][0], j[9][1] - j[8][1]))
     r_ua = _SEG_RADIUS["upper_arm"][0] * w
     r_th = _SEG_RADIUS["thigh"][0] * w
-    torso_poly = np.array([
+    torso_poly = [
         _comb(j[8], (-0.6 * r_ua, across_s), (0.7 * r_ua, up)),
         _comb(j[9], (0.6 * r_ua, across_s), (0.7 * r_ua, up)),
         _comb(j[3], (r_th, across_h), (-0.6 * r_th, up)),
         _comb(j[2], (-r_th, across_h), (-0.6 * r_th, up)),
-    ])
+    ]
     st = fig.torso
     bands = (j[12], up, st.stripe_period, st.stripe_colour) if st.stripe_period else None
     waist = (pelvis, up, 0.22 * math.hypot(*spine), fig.trousers.colour)
@@ -623,11 +703,11 @@ def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
         # opening in skin colour, seen only from the front (the back of a shirt is plain).
         mid = ((j[8][0] + j[9][0]) / 2, (j[8][1] + j[9][1]) / 2)
         top = 0.7 * r_ua
-        collar = np.array([
+        collar = [
             _comb(mid, (0.45, (j[8][0] - mid[0], j[8][1] - mid[1])), (top, up)),
             _comb(mid, (0.45, (j[9][0] - mid[0], j[9][1] - mid[1])), (top, up)),
             _comb(mid, (-0.3 * math.hypot(*spine), up)),
-        ])
+        ]
         canvas.call(_convex, collar, fig.skin.colour)
 
     # Neck, then the head: an egg-shaped capsule from chin to crown. The facing cue: facing the
@@ -764,7 +844,7 @@ class SyntheticPoses(Dataset):
             "image": torch.from_numpy(image),
             "keypoints": torch.from_numpy(kp),
             "center": torch.from_numpy(centre.astype(np.float32)),
-            "scale": torch.tensor(meta["height_px"] / SCALE_UNIT_PX, dtype=torch.float32),
+            "scale": torch.from_numpy(np.array(meta["height_px"] / SCALE_UNIT_PX, dtype=np.float32)),
             "index": i,
         }
 
@@ -773,9 +853,9 @@ class SyntheticPoses(Dataset):
         (standing height), ``n_distractors``, ``n_occluders``, ``second_person`` (bool) and
         ``limb_styles`` (the :class:`LimbStyle` of each of the eight limbs, keyed by
         (parent, child) joint indices as in ``skeleton.LIMBS``)."""
-        return self._render(self._check_index(index))[2]
+        return self._render(self._check_index(index), limb_styles=True)[2]
 
-    def _render(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    def _render(self, index: int, limb_styles: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         size, k = self.image_size, self.knobs
         rng = np.random.default_rng([self.seed, index])
         fig = _sample_figure(rng, k, size, keep_inside=k["keep_inside"])
@@ -807,7 +887,7 @@ class SyntheticPoses(Dataset):
             _draw_figure(canvas, second, tex[2])
         _draw_figure(canvas, fig, tex[0])
         canvas.flush()
-        occluded = np.zeros((size, size), dtype=bool)
+        occluded = np.zeros((size, size), dtype=bool) if occ_u else None
         for u in occ_u:
             self._occluder(img, fig, u, occluded)
         if k["noise"] > 0:
@@ -818,22 +898,25 @@ class SyntheticPoses(Dataset):
                 img -= noise
         np.clip(img, 0.0, 1.0, out=img)
 
-        xy = fig.joints
-        px = np.floor(xy + 0.5).astype(np.int64)
-        inside = ((px >= 0) & (px < size)).all(1)
-        vis = inside.copy()
-        vis[inside] = ~occluded[px[inside, 1], px[inside, 0]]
-        kp = np.concatenate([xy, vis[:, None]], axis=1).astype(np.float32)
+        # Visible = the joint's nearest pixel is inside the image and not occluded.
+        kp = []
+        for x, y in fig.joints.tolist():
+            c, r = math.floor(x + 0.5), math.floor(y + 0.5)
+            inside = 0 <= c < size and 0 <= r < size
+            kp.append((x, y, inside and (occluded is None or not occluded[r, c])))
+        kp = np.array(kp, dtype=np.float32)
         meta = {"facing_away": fig.facing_away, "height_px": fig.height_px, "n_occluders": n_occ,
-                "n_distractors": n_dis, "second_person": second is not None,
-                "limb_styles": fig.limb_styles()}
+                "n_distractors": n_dis, "second_person": second is not None}
+        if limb_styles:
+            meta["limb_styles"] = fig.limb_styles()
         return img, kp, meta
 
     # --- layers ------------------------------------------------------------------------------
     def _background(self, grid: np.ndarray, detail: np.ndarray) -> np.ndarray:
         """Smooth gradient over a 3x3 grid of muted colours plus 8x8 mottling that is mostly
         brightness, upsampled bilinearly in one step; returns (3, S, S) float32."""
-        grey = grid.mean(0, keepdims=True)
+        grey = np.add.reduce(grid, axis=0, keepdims=True)        # the mean, without its wrapper
+        grey /= 3
         grid = 0.2 + 0.6 * (grey + 0.6 * (grid - grey))          # muted: pull colours towards grey
         detail = 0.25 * detail[:1] + 0.12 * detail[1:] - 0.185   # mostly brightness, ~zero mean
         return _upsample(_upsample(grid, 8) + detail, self.image_size)
@@ -857,7 +940,7 @@ class SyntheticPoses(Dataset):
                 corners = [(-a, -b), (a, -b), (a, b), (-a, b)]
             else:             # triangle
                 corners = [(-a, b), (a, b), (0.4 * (a - b), -b)]
-            pts = np.array([(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners])
+            pts = [(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners]
             canvas.call(_convex, pts, colour, alpha)
 
     def _distractor(self, canvas: _Canvas, fig: _Figure, u: list[float], tex: np.ndarray) -> None:
@@ -873,15 +956,15 @@ class SyntheticPoses(Dataset):
             styles = {kd: LimbStyle(tuple(min(c * f, 1.0) for c in styles[kd].colour),
                                     styles[kd].stripe_colour, styles[kd].stripe_period,
                                     styles[kd].noise) for kd in kinds}
-        p0 = np.array([size * (0.05 + 0.9 * u[1]), size * (0.05 + 0.9 * u[2])])
+        p0 = (size * (0.05 + 0.9 * u[1]), size * (0.05 + 0.9 * u[2]))
         ang = 2 * math.pi * u[3]
-        p1 = p0 + _SEG_LEN[kinds[0]] * h * (0.7 + 0.5 * u[8]) * np.array([math.cos(ang), math.sin(ang)])
+        p1 = _comb(p0, (_SEG_LEN[kinds[0]] * h * (0.7 + 0.5 * u[8]), (math.cos(ang), math.sin(ang))))
         if u[4] < 0.35:
             r0, r1 = _SEG_RADIUS[kinds[0]]
             canvas.capsule(p0, p1, r0 * w, r1 * w, styles[kinds[0]], tex)
             return
         ang += (1 if u[10] < 0.5 else -1) * math.radians(20 + 100 * u[11])
-        p2 = p1 + _SEG_LEN[kinds[1]] * h * (0.7 + 0.5 * u[9]) * np.array([math.cos(ang), math.sin(ang)])
+        p2 = _comb(p1, (_SEG_LEN[kinds[1]] * h * (0.7 + 0.5 * u[9]), (math.cos(ang), math.sin(ang))))
         end = (fig.skin if arm else fig.shoe) if u[7] < 0.7 else None
         _chain(canvas, p0, p1, p2, kinds, styles, w, end, (_HAND_LEN if arm else _FOOT_LEN) * h, tex)
 
@@ -898,8 +981,8 @@ class SyntheticPoses(Dataset):
             hit = _ellipse(img, cx, cy, a, b, ang, colour)
         else:
             c, s = math.cos(ang), math.sin(ang)
-            pts = np.array([(cx + c * x - s * y, cy + s * x + c * y)
-                            for x, y in ((-a, -b), (a, -b), (a, b), (-a, b))])
+            pts = [(cx + c * x - s * y, cy + s * x + c * y)
+                   for x, y in ((-a, -b), (a, -b), (a, b), (-a, b))]
             hit = _convex(img, pts, colour)
         if hit is not None:
             ys, xs, inside = hit
