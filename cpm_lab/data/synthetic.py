@@ -142,11 +142,11 @@ class LimbStyle:
     stripe_period: float = 0.0
     noise: float = 0.0
 
-    def __post_init__(self) -> None:
-        # (3, 1, 1) arrays ready to broadcast against (3, h, w) image patches.
-        object.__setattr__(self, "_c", np.array(self.colour, dtype=np.float32)[:, None, None])
-        object.__setattr__(self, "_c2", np.array(self.stripe_colour, dtype=np.float32)[:, None, None]
-                           if self.stripe_period > 0 else None)
+    @property
+    def _c(self) -> np.ndarray:
+        """``colour`` as float32 (3, 1, 1), ready to broadcast against (3, h, w) image patches
+        (made on demand: most styles are only ever read as plain tuples)."""
+        return np.array(self.colour, dtype=np.float32)[:, None, None]
 
 
 def _plain(colour) -> LimbStyle:
@@ -200,30 +200,33 @@ def _noise_field(size: int, amplitude: float = 1.0) -> np.ndarray:
 
 
 def _bilinear_index(size: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For bilinear resampling of k cells to ``size`` pixels: left cell index (size,), weight
-    of the right cell (size,) float32, and that weight per row as a contiguous (size, size)
-    array (a multiply by it runs as one long loop instead of one short loop per row)."""
+    """For bilinear resampling of k cells to ``size`` pixels, where pixel i reads cells lo[i]
+    and lo[i] + 1 (lo is non-decreasing): how many pixels read each left cell (k - 1,), so
+    that np.repeat(x, counts) == x[lo]; the weight of the right cell (size,) float32; and
+    that weight per row as a contiguous (size, size) array (a multiply by it runs as one long
+    loop instead of one short loop per row)."""
     key = ("bilinear", size, k)
     if key not in _caches:
         pos = np.clip((np.arange(size) + 0.5) / size * k - 0.5, 0, k - 1)
         lo = np.minimum(np.floor(pos).astype(np.intp), k - 2)
         w = (pos - lo).astype(np.float32)
-        _caches[key] = (lo, w, np.repeat(w[:, None], size, axis=1))
+        _caches[key] = (np.bincount(lo, minlength=k - 1), w, np.repeat(w[:, None], size, axis=1))
     return _caches[key]
 
 
 def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
     """Bilinear upsampling of (3, k, k) to (3, size, size). Gathers and element-wise maths only:
     BLAS matmul would be shorter but is multi-threaded and slow under load at these shapes."""
-    lo, w, w_rows = _bilinear_index(size, grid.shape[1])
+    counts, w, w_rows = _bilinear_index(size, grid.shape[1])
     # Interpolate along x at the small size, then along y; differences are taken at the small
-    # size so the full-size work is two contiguous row gathers, a multiply and an add.
+    # size so the full-size work is two contiguous row gathers, a multiply and an add. The
+    # gathers are np.repeat, which copies runs, rather than an index lookup per element.
     step = grid[:, :, 1:] - grid[:, :, :-1]
-    rows = np.take(grid, lo, axis=2) + np.take(step, lo, axis=2) * w
+    rows = np.repeat(grid[:, :, :-1], counts, axis=2) + np.repeat(step, counts, axis=2) * w
     step = rows[:, 1:] - rows[:, :-1]
-    out = np.take(step, lo, axis=1)
+    out = np.repeat(step, counts, axis=1)
     out *= w_rows
-    out += np.take(rows, lo, axis=1)   # = rows + step * w, as addition commutes exactly
+    out += np.repeat(rows[:, :-1], counts, axis=1)   # = rows + step * w: addition commutes exactly
     return out
 
 
@@ -375,10 +378,14 @@ class _Canvas:
         if n_striped:
             block = slice(0, int(sizes[:n_striped].sum()))
             counts = sizes[:n_striped]
-            # The band phase is computed in float64 (float32 t times a float64 factor).
+            # The band phase is computed in float64 (float32 t times a float64 factor). It is
+            # >= 0, so its fractional part phase % 1.0 equals phase - floor(phase) exactly,
+            # and the latter is much cheaper.
             phase = np.repeat(np.array([lengths[i] / styles[i].stripe_period
                                         for i in range(n_striped)]), counts)
-            off = (t[block] * phase) % 1.0 >= 0.5
+            phase *= t[block]
+            phase -= np.floor(phase)
+            off = phase >= 0.5
             second = np.array([styles[i].stripe_colour for i in range(n_striped)], dtype=np.float32)
             np.copyto(colour[:, block], np.repeat(second.T, counts, axis=1), where=off)
         if n_tipped:
@@ -538,10 +545,6 @@ def _sample_pose(u: list[float], variability: float, facing_away: bool) -> list[
     ht = lean + tilt
     j[13] = [neck[0] + head * math.sin(ht), neck[1] - head * math.cos(ht)]
     for side, s in ((0, -1.0), (1, 1.0)):
-        def direction(a: float) -> tuple[float, float]:
-            ca, sa = math.cos(a), math.sin(a)
-            return ca * down[0] + sa * s * perp[0], ca * down[1] + sa * s * perp[1]
-
         (sh, el, _), (_, wr, _) = _ARMS[side]
         (hp, kn, _), (_, an, _) = _LEGS[side]
         j[sh] = [neck[0] + _SHOULDER_DROP * down[0] + s * sh_half * perp[0],
@@ -555,8 +558,11 @@ def _sample_pose(u: list[float], variability: float, facing_away: bool) -> list[
             (hp, kn, a_th, _SEG_LEN["thigh"] * prop[2] * fore[4 * side + 2]),
             (kn, an, a_sh, _SEG_LEN["shank"] * prop[3] * fore[4 * side + 3]),
         ):
-            dx, dy = direction(a)
-            j[child] = [j[parent][0] + length * dx, j[parent][1] + length * dy]
+            # Limb direction: angle a from "down", towards the side s.
+            ca, sa = math.cos(a), math.sin(a)
+            px, py = j[parent]
+            j[child] = [px + length * (ca * down[0] + sa * s * perp[0]),
+                        py + length * (ca * down[1] + sa * s * perp[1])]
     if facing_away:   # mirror the body: the person's right moves to the image right
         return [(-x, y) for x, y in j]
     return [(x, y) for x, y in j]
@@ -588,8 +594,9 @@ def _sample_figure(rng: np.random.Generator, knobs: dict[str, Any], size: int,
     c, s = math.cos(rot) * height, math.sin(rot) * height
     pts = [(x * c - y * s, x * s + y * c) for x, y in pose]
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    mx, my = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-    ext_x, ext_y = max(xs) - min(xs), max(ys) - min(ys)
+    x_lo, x_hi, y_lo, y_hi = min(xs), max(xs), min(ys), max(ys)
+    mx, my = (x_lo + x_hi) / 2, (y_lo + y_hi) / 2
+    ext_x, ext_y = x_hi - x_lo, y_hi - y_lo
     jit = knobs["jitter"] * size
     if centre is None:
         centre = ((size - 1) / 2 + jit * (2 * u[30] - 1), (size - 1) / 2 + jit * (2 * u[31] - 1))
