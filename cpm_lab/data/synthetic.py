@@ -142,12 +142,6 @@ class LimbStyle:
     stripe_period: float = 0.0
     noise: float = 0.0
 
-    @property
-    def _c(self) -> np.ndarray:
-        """``colour`` as float32 (3, 1, 1), ready to broadcast against (3, h, w) image patches
-        (made on demand: most styles are only ever read as plain tuples)."""
-        return np.array(self.colour, dtype=np.float32)[:, None, None]
-
 
 def _plain(colour) -> LimbStyle:
     return LimbStyle(tuple(colour.tolist() if isinstance(colour, np.ndarray) else map(float, colour)))
@@ -220,13 +214,14 @@ def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
     counts, w, w_rows = _bilinear_index(size, grid.shape[1])
     # Interpolate along x at the small size, then along y; differences are taken at the small
     # size so the full-size work is two contiguous row gathers, a multiply and an add. The
-    # gathers are np.repeat, which copies runs, rather than an index lookup per element.
+    # gathers are repeats, which copy runs, rather than an index lookup per element (and the
+    # ndarray method, as the np.repeat function adds two Python-level calls).
     step = grid[:, :, 1:] - grid[:, :, :-1]
-    rows = np.repeat(grid[:, :, :-1], counts, axis=2) + np.repeat(step, counts, axis=2) * w
+    rows = grid[:, :, :-1].repeat(counts, axis=2) + step.repeat(counts, axis=2) * w
     step = rows[:, 1:] - rows[:, :-1]
-    out = np.repeat(step, counts, axis=1)
+    out = step.repeat(counts, axis=1)
     out *= w_rows
-    out += np.repeat(rows[:, :-1], counts, axis=1)   # = rows + step * w: addition commutes exactly
+    out += rows[:, :-1].repeat(counts, axis=1)   # = rows + step * w: addition commutes exactly
     return out
 
 
@@ -251,10 +246,10 @@ def _bbox(img: np.ndarray, x0: float, x1: float, y0: float, y1: float):
 class _Canvas:
     """Painter's-algorithm canvas over img (3, S, S).
 
-    Draw calls are queued; :meth:`flush` computes the geometry of every queued capsule in ONE
-    vectorised pass over a (K, h, w) stack of their bounding boxes, then paints all queued
-    shapes in call order. Batching cuts the number of numpy calls ~4x, which is what limits
-    speed at these small array sizes.
+    Draw calls are queued; :meth:`flush` computes the geometry and colour of every queued
+    capsule in ONE vectorised pass over the pixels of all their bounding boxes, then paints
+    all queued shapes in call order. Batching cuts the number of numpy calls several-fold,
+    which is what limits speed at these small array sizes.
     """
 
     def __init__(self, img: np.ndarray) -> None:
@@ -267,8 +262,8 @@ class _Canvas:
         """Tapered capsule from p0 (radius r0) to p1 (radius r1): the limb primitive.
 
         Shaded darker towards the outline so it reads as a rounded body part; stripes run
-        across the axis; ``tip`` = (t0, colour (3, 1, 1)) paints the part beyond fraction t0 of
-        the axis in another colour (hand, shoe, hair cap).
+        across the axis; ``tip`` = (t0, RGB colour) paints the part beyond fraction t0 of the
+        axis in another colour (hand, shoe, hair cap).
         """
         self._ops.append((None, len(self._caps)))
         self._caps.append((float(p0[0]), float(p0[1]), float(p1[0]), float(p1[1]), r0, r1,
@@ -279,12 +274,21 @@ class _Canvas:
         self._ops.append((fn, (args, kwargs)))
 
     def flush(self) -> None:
-        geometry = self._capsule_geometry() if self._caps else None
+        boxes, inside, colours = self._capsule_geometry() if self._caps else (None, None, None)
+        img, caps = self.img, self._caps
         for fn, args in self._ops:
-            if fn is None:
-                self._paint_capsule(geometry, args)
-            else:
-                fn(self.img, *args[0], **args[1])
+            if fn is not None:
+                fn(img, *args[0], **args[1])
+                continue
+            box = boxes[args]   # a capsule: paint its box from the precomputed pixels
+            if box is None:
+                continue
+            s, x0, y0, w, h = box
+            style, tex, shade = caps[args][6:9]
+            colour = colours[shade > 0][:, s:s + w * h].reshape(3, h, w)
+            if style.noise > 0 and tex is not None:
+                colour = colour + style.noise * tex[y0:y0 + h, x0:x0 + w]
+            np.copyto(img[:, y0:y0 + h, x0:x0 + w], colour, where=inside[s:s + w * h].reshape(h, w))
         self._ops, self._caps = [], []
 
     def _capsule_geometry(self):
@@ -324,39 +328,41 @@ class _Canvas:
             group = (tip is not None) if style.stripe_period > 0 else 3 - (tip is not None)
             groups[group].append((
                 k, bx0, by0, w, h, w * h, style, tip, length,
-                # Per pixel: x offset, the axis and normal terms of x, and the radius and
-                # shading terms; per row: y offset and the axis and normal terms of y.
-                (bx0 - x0, vx / len2, vy / length, len2, r1 - r0, r0, -shade,
+                # Per pixel: X0, A, C, len2, r1 - r0, r0, -shade, colour; per row: Y0, B, D.
+                # With xs = x + X0 and ys = y + Y0 relative to p0, xs * A + ys * B is the
+                # position along the axis and xs * C - ys * D the signed distance across it.
+                (bx0 - x0, vx / len2, vy / length, len2, r1 - r0, r0, -shade, *style.colour,
                  by0 - y0, vy / len2, vx / length)))
         caps = groups[0] + groups[1] + groups[2] + groups[3]
         boxes: list[tuple | None] = [None] * len(self._caps)
         if not caps:
             return boxes, None, None
         start = 0
-        for k, bx0, by0, w, h, m, *_ in caps:
-            boxes[k] = (start, bx0, by0, w, h)
-            start += m
+        for c in caps:   # c = (k, bx0, by0, w, h, w * h, ...)
+            boxes[c[0]] = (start, c[1], c[2], c[3], c[4])
+            start += c[5]
         n = start
-        _, _, _, _, heights, sizes, styles, tips, lengths, params = zip(*caps)
-        sizes, heights = np.array(sizes), np.array(heights)
-        par = np.array(params, dtype=np.float32).T                # (10, K) float32, as before
-        pix = np.repeat(par[:7], sizes, axis=1)                   # (7, N): per-capsule scalars
-        row = np.repeat(par[7:], heights, axis=1)                 # (3, R), R rows in all
-        widths = np.repeat(sizes // heights, heights)             # (R,) width of each row
+        # (ndarray.repeat rather than np.repeat throughout: the function adds two Python calls.)
+        _, _, _, _, heights, size_list, styles, tips, lengths, params = zip(*caps)
+        sizes, heights = np.array(size_list), np.array(heights)
+        par = np.array(params, dtype=np.float32).T                # (13, K) scalars, in float32
+        pix = par[:10].repeat(sizes, axis=1)                      # (10, N): per-capsule scalars
+        row = par[10:].repeat(heights, axis=1)                    # (3, R), R rows in all
+        widths = (sizes // heights).repeat(heights)               # (R,) width of each row
         # Local pixel coordinates within each box: exact small integers in float32.
-        row_start = np.cumsum(heights) - heights                  # first row of each box
-        pix_start = np.cumsum(widths) - widths                    # first pixel of each row
-        ys = _arange(0, len(widths)) - np.repeat(row_start.astype(np.float32), heights)
+        row_start = heights.cumsum() - heights                    # first row of each box
+        pix_start = widths.cumsum() - widths                      # first pixel of each row
+        ys = _arange(0, len(widths)) - row_start.astype(np.float32).repeat(heights)
         if n < 2 ** 24:
-            xs = _arange(0, n) - np.repeat(pix_start.astype(np.float32), widths)
+            xs = _arange(0, n) - pix_start.astype(np.float32).repeat(widths)
         else:
-            xs = (np.arange(n) - np.repeat(pix_start, widths)).astype(np.float32)
+            xs = (np.arange(n) - pix_start.repeat(widths)).astype(np.float32)
         ys += row[0]
-        y_terms = np.repeat(ys * row[1:], widths, axis=1)         # (2, N): ys * B, ys * D
+        y_terms = (ys * row[1:]).repeat(widths, axis=1)           # (2, N): ys * B and ys * D
         xs += pix[0]
         q = xs * pix[1]
         q += y_terms[0]                                           # along the axis, 0..1 between ends
-        t = np.clip(q, 0.0, 1.0)
+        t = q.clip(0.0, 1.0)                                      # = np.clip, minus a wrapper
         d2 = xs * pix[2]
         d2 -= y_terms[1]                                          # signed distance across the axis
         d2 *= d2
@@ -372,44 +378,34 @@ class _Canvas:
         d2 *= pix[6]
         d2 += 1.0                                                 # shading factor
 
-        # Colours, float32: stripes, then the tip over them, then the shading.
-        colour = np.repeat(np.array([s.colour for s in styles], dtype=np.float32).T, sizes, axis=1)
+        # Colours, float32 (3, N): stripes, then the tip over them, then the shading.
+        colour = pix[7:]
         n_striped, n_tipped = len(groups[0]) + len(groups[1]), len(groups[1]) + len(groups[2])
         if n_striped:
-            block = slice(0, int(sizes[:n_striped].sum()))
+            block = slice(0, sum(size_list[:n_striped]))
             counts = sizes[:n_striped]
-            # The band phase is computed in float64 (float32 t times a float64 factor). It is
-            # >= 0, so its fractional part phase % 1.0 equals phase - floor(phase) exactly,
-            # and the latter is much cheaper.
-            phase = np.repeat(np.array([lengths[i] / styles[i].stripe_period
-                                        for i in range(n_striped)]), counts)
+            # The band phase is computed in float64 (float32 t times a float64 factor). As
+            # t >= 0, its fractional part phase % 1.0 equals phase - floor(phase) exactly, and
+            # the latter is much cheaper.
+            phase = np.array([lengths[i] / styles[i].stripe_period
+                              for i in range(n_striped)]).repeat(counts)
             phase *= t[block]
             phase -= np.floor(phase)
             off = phase >= 0.5
             second = np.array([styles[i].stripe_colour for i in range(n_striped)], dtype=np.float32)
-            np.copyto(colour[:, block], np.repeat(second.T, counts, axis=1), where=off)
+            np.copyto(colour[:, block], second.T.repeat(counts, axis=1), where=off)
         if n_tipped:
             first = len(groups[0])
-            block = slice(int(sizes[:first].sum()), int(sizes[:first + n_tipped].sum()))
+            block = slice(sum(size_list[:first]), sum(size_list[:first + n_tipped]))
             counts = sizes[first:first + n_tipped]
-            tip_from = np.repeat(np.array([tips[i][0] for i in range(first, first + n_tipped)],
-                                          dtype=np.float32), counts)
-            tip_colour = np.array([tips[i][1].ravel() for i in range(first, first + n_tipped)])
-            np.copyto(colour[:, block], np.repeat(tip_colour.T, counts, axis=1),
+            # t0 rounded to float32, as numpy does when comparing float32 t with a float.
+            tip_from = np.array([tips[i][0] for i in range(first, first + n_tipped)],
+                                dtype=np.float32).repeat(counts)
+            tip_colour = np.array([tips[i][1] for i in range(first, first + n_tipped)],
+                                  dtype=np.float32)
+            np.copyto(colour[:, block], tip_colour.T.repeat(counts, axis=1),
                       where=t[block] > tip_from)
         return boxes, inside, (colour, colour * d2)
-
-    def _paint_capsule(self, geometry, k: int) -> None:
-        box = geometry[0][k]
-        if box is None:
-            return
-        s, x0, y0, w, h = box
-        style, tex, shade = self._caps[k][6:9]
-        colour = geometry[2][shade > 0][:, s:s + w * h].reshape(3, h, w)
-        if style.noise > 0 and tex is not None:
-            colour = colour + style.noise * tex[y0:y0 + h, x0:x0 + w]
-        np.copyto(self.img[:, y0:y0 + h, x0:x0 + w], colour,
-                  where=geometry[1][s:s + w * h].reshape(h, w))
 
 
 def _convex(img, pts, colour, alpha=1.0, bands=None, tex=None, noise=0.0, split=None):
@@ -424,20 +420,23 @@ def _convex(img, pts, colour, alpha=1.0, bands=None, tex=None, noise=0.0, split=
     if box is None:
         return None
     by0, by1, bx0, bx1 = box
+    # Inside = on the inner side of every edge (xi, yi) -> (xj, yj): X * a + (Y * b + c) >= 0
+    # in float32, where (a, b, c) = (-dy, dx, -a * xi - b * yi) times the winding sign. Tested
+    # for all edges at once as X * a >= Y * -b - c, which is exactly equivalent: negation is
+    # exact, rounding is symmetric, and a float32 sum is >= 0 iff the exact sum is.
+    area, abc = 0, []
+    xi, yi = p[-1]
+    for xj, yj in p:
+        area += xi * yj - xj * yi
+        dx, dy = xj - xi, yj - yi
+        abc.append((dy, dx, dx * yi - dy * xi))   # (a, -b, c) for a negative winding sign
+        xi, yi = xj, yj
+    if area >= 0:   # exact: for a positive sign every coefficient is negated
+        abc = [(-a, -b, -c) for a, b, c in abc]
+    abc = np.array(abc, dtype=np.float32).T[:, :, None, None]   # (3, E, 1, 1)
     X = _arange(bx0, bx1)
     Y = _arange(by0, by1)[:, None]
-    area = sum(p[i - 1][0] * p[i][1] - p[i][0] * p[i - 1][1] for i in range(len(p)))
-    sgn = 1.0 if area >= 0 else -1.0
-    # Inside = on the inner side of every edge: X * a + (Y * b + c) >= 0 in float32. Tested for
-    # all edges at once as X * a >= Y * -b - c, which is exactly equivalent: negation is exact,
-    # rounding is symmetric, and a float32 sum is >= 0 iff the exact sum is.
-    abc = []
-    for i in range(len(p)):
-        (xi, yi), (xj, yj) = p[i - 1], p[i]
-        a, b = -sgn * (yj - yi), sgn * (xj - xi)
-        abc.append((a, -b, -a * xi - b * yi))
-    abc = np.array(abc, dtype=np.float32)[:, :, None, None]   # (E, 3, 1, 1)
-    inside = np.logical_and.reduce(X * abc[:, 0] >= Y * abc[:, 1] - abc[:, 2], axis=0)
+    inside = np.logical_and.reduce(X * abc[0] >= Y * abc[1] - abc[2], axis=0)
     col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
     region = img[:, by0:by1, bx0:bx1]
     # Stripes (colour2 where ``off``), then the split (its colour2 where ``low``) over them.
@@ -570,7 +569,7 @@ def _sample_pose(u: list[float], variability: float, facing_away: bool) -> list[
 
 def _limb_style(colour, u: list[float], kind: float, height_px: float) -> LimbStyle:
     """Plain (50%), striped (30%) or grainy (20%) version of ``colour``."""
-    colour = tuple(float(c) for c in colour)
+    colour = tuple(map(float, colour))
     if kind < 0.5:
         return LimbStyle(colour)
     if kind < 0.8:
@@ -669,7 +668,7 @@ def _chain(canvas: _Canvas, p0, p1, p2, kinds: tuple[str, str], styles: dict[str
     full = seg_len + end_len
     r_end = max(r0 + (r1 - r0) * full / seg_len, 1.1 * r1)
     canvas.capsule(p1, _comb(p1, (full / seg_len, seg)), r0 * w, r_end * w, styles[kinds[1]], tex,
-                   tip=(seg_len / full, end._c))
+                   tip=(seg_len / full, end.colour))
 
 
 def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
@@ -678,7 +677,7 @@ def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
     size_y, size_x = canvas.img.shape[1:]
     oy, ox = fig.tex_offset
     tex = tex[oy:oy + size_y, ox:ox + size_x]
-    j = [tuple(p) for p in fig.joints.tolist()]
+    j = fig.joints.tolist()   # [x, y] pairs
     h = fig.height_px
     w = fig.width * h
     styles = fig.segment_styles
@@ -728,7 +727,7 @@ def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
     if fig.facing_away:
         canvas.capsule(chin, crown, r_chin, r_top, fig.hair, shade=0.25)
     else:
-        canvas.capsule(chin, crown, r_chin, r_top, fig.skin, shade=0.25, tip=(0.62, fig.hair._c))
+        canvas.capsule(chin, crown, r_chin, r_top, fig.skin, shade=0.25, tip=(0.62, fig.hair.colour))
         eye_c = _comb(j[13], (0.42 * hl, hd))
         for s in (-0.12, 0.12):
             _dot(canvas, _comb(eye_c, (s * hl, hp_)), 0.055 * hl, _DARK)
@@ -846,11 +845,11 @@ class SyntheticPoses(Dataset):
         i = self._check_index(index)
         image, kp, meta = self._render(i)
         joints = kp[:, :2]
-        centre = (joints.min(0) + joints.max(0)) / 2
+        centre = (np.minimum.reduce(joints) + np.maximum.reduce(joints)) / 2   # = min(0), max(0)
         return {
             "image": torch.from_numpy(image),
             "keypoints": torch.from_numpy(kp),
-            "center": torch.from_numpy(centre.astype(np.float32)),
+            "center": torch.from_numpy(centre),   # float32, like the keypoints
             "scale": torch.from_numpy(np.array(meta["height_px"] / SCALE_UNIT_PX, dtype=np.float32)),
             "index": i,
         }
@@ -864,7 +863,12 @@ class SyntheticPoses(Dataset):
 
     def _render(self, index: int, limb_styles: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         size, k = self.image_size, self.knobs
-        rng = np.random.default_rng([self.seed, index])
+        # Entropy [seed, index]; as a uint32 array when both fit, which SeedSequence turns into
+        # the very same words as the list, only faster.
+        entropy = [self.seed, index]
+        if self.seed < 2 ** 32 and index < 2 ** 32:
+            entropy = np.array(entropy, dtype=np.uint32)
+        rng = np.random.default_rng(entropy)
         fig = _sample_figure(rng, k, size, keep_inside=k["keep_inside"])
         # Every other random number, in a fixed order after the main figure.
         n_occ = int(rng.integers(k["occluders"][0], k["occluders"][1] + 1))
@@ -903,15 +907,14 @@ class SyntheticPoses(Dataset):
                 img += noise
             else:
                 img -= noise
-        np.clip(img, 0.0, 1.0, out=img)
+        img.clip(0.0, 1.0, out=img)
 
         # Visible = the joint's nearest pixel is inside the image and not occluded.
-        kp = []
-        for x, y in fig.joints.tolist():
-            c, r = math.floor(x + 0.5), math.floor(y + 0.5)
-            inside = 0 <= c < size and 0 <= r < size
-            kp.append((x, y, inside and (occluded is None or not occluded[r, c])))
-        kp = np.array(kp, dtype=np.float32)
+        kp = np.empty((len(fig.joints), 3), dtype=np.float32)
+        kp[:, :2] = fig.joints
+        kp[:, 2] = [0 <= c < size and 0 <= r < size and (occluded is None or not occluded[r, c])
+                    for c, r in ((math.floor(x + 0.5), math.floor(y + 0.5))
+                                 for x, y in fig.joints.tolist())]
         meta = {"facing_away": fig.facing_away, "height_px": fig.height_px, "n_occluders": n_occ,
                 "n_distractors": n_dis, "second_person": second is not None}
         if limb_styles:
