@@ -317,6 +317,30 @@ def test_plots_draw_what_they_say(tiny):
         plt.close(fig)
 
 
+
+def test_gradient_histogram_plot_reports_what_it_leaves_out():
+    from cpm_lab.viz.diagnostics import _percent, plot_gradient_histograms
+    assert (_percent(0.0), _percent(0.003), _percent(0.26)) == ("0%", "<1%", "26%")
+    model = _toy()
+    edges = [1e-6, 1e-4, 1e-3]   # narrow on purpose: some gradients fall below, some above
+    tr = GradientTracker(every=1, histogram_layers="default", bin_edges=edges)
+    _step(model, torch.rand(1, 3, 8, 8))
+    tr.record(model, 1)
+    h = tr.histograms
+    layer = h["layer"].iloc[0]
+    counts = h[h["layer"] == layer]["count"].to_numpy()
+    frac = counts / counts.sum()
+    assert frac[-1] > 0, "the test needs gradients above the last edge"
+    fig = plot_gradient_histograms(tr, layers=[layer])
+    ax = fig.axes[0]
+    (patch,) = ax.patches
+    values, x = patch.get_data()[:2]
+    np.testing.assert_allclose(x, np.log10(edges))            # only the real bins are drawn
+    np.testing.assert_allclose(values, frac[1:-1])
+    (label,) = ax.get_legend_handles_labels()[1]
+    assert f"{_percent(frac[0])} below 1e-06" in label and f"{_percent(frac[-1])} above 1e-03" in label
+    plt.close(fig)
+
 @pytest.mark.slow
 def test_compare_supervision_early_gradients_shrink_without_intermediate_loss():
     from cpm_lab.diagnostics import compare_supervision

@@ -303,3 +303,27 @@ def test_a_diverging_run_is_recorded_and_not_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "train_run", lambda *a, **k: calls.append(1))
     again = run_ablation(tmp_path, figures=False, **kw)
     assert calls == [] and again.runs["status"].tolist() == ["diverged"]
+
+
+@pytest.mark.parametrize("edges", [None, np.logspace(-10, 1, 45)], ids=["default", "older-default"])
+def test_histogram_bins_are_rebuilt_on_the_edges_they_were_counted_with(edges):
+    """Stored histograms drop zero-count bins; the plot re-inserts them. A table counted with
+    other edges (e.g. the older default, whose overflow bin starts at 10) must keep its own
+    bins, the overflow bin above all: its count may not be drawn as if it were [10, 17.8)."""
+    from cpm_lab.diagnostics import DEFAULT_BIN_EDGES
+    from cpm_lab.viz.ablation import _bin_edges, _full_bins
+    e = DEFAULT_BIN_EDGES if edges is None else edges
+    left, right = np.concatenate([[0.0], e]), np.concatenate([e, [np.inf]])
+    keep = [0, 5, 6, 20, len(left) - 1]                       # underflow, a few bins, overflow
+    table = pd.DataFrame(dict(step=1, layer="stage1.conv1", bin_left=left[keep], bin_right=right[keep],
+                              count=[3, 1, 2, 4, 7]))
+    got = _bin_edges(table)
+    full = _full_bins(table, got)
+    assert full["count"].sum() == 17
+    assert full.iloc[-1]["bin_right"] == np.inf and full.iloc[-1]["count"] == 7
+    np.testing.assert_allclose(full.iloc[-1]["bin_left"], e[-1])
+    if edges is None:
+        np.testing.assert_allclose(got, DEFAULT_BIN_EDGES)   # the full regular grid
+    nonzero = full[full["count"] > 0]
+    np.testing.assert_allclose(nonzero["bin_left"], left[keep])
+    np.testing.assert_allclose(nonzero["bin_right"], right[keep])

@@ -25,9 +25,10 @@ from .receptive_field import layer_graph, unwrap_model
 __all__ = ["GradientTracker", "TrackedLayer", "tracked_layers", "DEFAULT_BIN_EDGES", "compare_supervision",
            "SupervisionComparison"]
 
-#: Log-spaced gradient-magnitude bin edges: 4 per decade from 1e-10 to 10. Histograms add an
-#: underflow bin [0, 1e-10) (exact zeros land there) and an overflow bin [10, inf).
-DEFAULT_BIN_EDGES = np.logspace(-10, 1, 45)
+#: Log-spaced gradient-magnitude bin edges: 4 per decade from 1e-10 to 1e3 (the last conv of a
+#: stage sees per-weight gradients above 10 early in training). Histograms add an underflow bin
+#: [0, 1e-10) (exact zeros land there) and an overflow bin [1e3, inf).
+DEFAULT_BIN_EDGES = np.logspace(-10, 3, 53)
 
 
 @dataclass(frozen=True)

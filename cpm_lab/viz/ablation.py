@@ -135,26 +135,34 @@ def _pick_stages(histograms: pd.DataFrame, strategies: Sequence[str], num_stages
     return int(both.idxmax())
 
 
-def _full_bins(h: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Re-insert the zero-count bins left out of the stored histograms (the tracker's layout:
-    an underflow bin [0, edges[0]), then one bin per pair of edges, then [edges[-1], inf))."""
+def _bin_edges(h: pd.DataFrame) -> np.ndarray:
+    """The magnitude edges the stored histograms ``h`` were counted with: DEFAULT_BIN_EDGES if
+    every stored bin is one of its bins (the underflow bin [0, edges[0]), one bin per pair of
+    edges, the overflow bin [edges[-1], inf)), else (custom edges, or an older default) the
+    edges found in the table, where a run of left-out empty bins merges into one."""
+    left_obs = h["bin_left"].to_numpy(dtype=float)
+    right_obs = h["bin_right"].to_numpy(dtype=float)
     edges = np.asarray(DEFAULT_BIN_EDGES, dtype=float)
-    observed = h["bin_left"].to_numpy(dtype=float)
-    left = np.concatenate([[0.0], edges])
-    pos = np.clip(np.searchsorted(left, observed * (1 - 1e-6)), 0, len(left) - 1)
-    if not np.allclose(left[pos], observed, rtol=1e-3, atol=0):  # custom edges: take them from the table
-        edges = np.unique(np.concatenate([observed[observed > 0],
-                                          h.loc[np.isfinite(h["bin_right"]), "bin_right"].to_numpy(dtype=float)]))
-        left = np.concatenate([[0.0], edges])
-        pos = np.clip(np.searchsorted(left, observed * (1 - 1e-6)), 0, len(left) - 1)
-    right = np.concatenate([edges, [np.inf]])
+    left, right = np.concatenate([[0.0], edges]), np.concatenate([edges, [np.inf]])
+    pos = np.clip(np.searchsorted(left, left_obs * (1 - 1e-6)), 0, len(left) - 1)
+    if (np.allclose(left[pos], left_obs, rtol=1e-3, atol=0)
+            and np.allclose(right[pos], right_obs, rtol=1e-3, atol=0)):   # inf matches inf
+        return edges
+    return np.unique(np.concatenate([left_obs[left_obs > 0], right_obs[np.isfinite(right_obs)]]))
+
+
+def _full_bins(h: pd.DataFrame, edges: np.ndarray) -> pd.DataFrame:
+    """Re-insert the zero-count bins left out of the stored histograms ``h`` (counted with
+    ``edges``, see :func:`_bin_edges`): every (step, layer) gets all len(edges) + 1 bins."""
+    left, right = np.concatenate([[0.0], edges]), np.concatenate([edges, [np.inf]])
+    pos = np.clip(np.searchsorted(left, h["bin_left"].to_numpy(dtype=float) * (1 - 1e-6)), 0, len(left) - 1)
     h = h.assign(_bin=pos)
     frames = []
     for (step, layer), g in h.groupby(["step", "layer"], sort=True):
         counts = np.zeros(len(left), dtype=np.int64)
         np.add.at(counts, g["_bin"].to_numpy(), g["count"].to_numpy().astype(np.int64))
         frames.append(pd.DataFrame(dict(step=step, layer=layer, bin_left=left, bin_right=right, count=counts)))
-    return pd.concat(frames, ignore_index=True), edges
+    return pd.concat(frames, ignore_index=True)
 
 
 def plot_supervision_histograms(histograms: pd.DataFrame,
@@ -169,11 +177,12 @@ def plot_supervision_histograms(histograms: pd.DataFrame,
     h = h[h["num_stages"] == t]
     depth = h.drop_duplicates("layer").set_index("layer")["depth"]
     layers = list(depth.sort_values().index)
+    edges = _bin_edges(h)   # shared by the columns
     runs = {}
     for strat in strategies:
         g = h[h["strategy"] == strat].groupby(["step", "layer", "bin_left"], as_index=False).agg(
             bin_right=("bin_right", "first"), count=("count", "sum"))
-        full, edges = _full_bins(g)
+        full = _full_bins(g, edges)
         runs[SUPERVISION_LABELS.get(strat, strat)] = SimpleNamespace(histograms=full, bin_edges=edges)
     fig = plot_gradient_histograms(runs, layers=layers, steps=steps)
     # Mark the median magnitude of the last drawn step in every panel, so the columns can be

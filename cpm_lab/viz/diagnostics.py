@@ -253,6 +253,11 @@ def plot_gradient_norm_by_depth(trackers, step: int | None = None, last: int = 1
     return fig
 
 
+def _percent(p: float) -> str:
+    """A share as a whole percentage; a share that is not zero never reads as "0%"."""
+    return "<1%" if 0 < p < 0.005 else f"{p:.0%}"
+
+
 def plot_gradient_histograms(trackers, layers=None, steps=None, size: tuple[float, float] = (3.6, 2.4)):
     """Histograms of per-weight gradient magnitude (the paper's Fig. 5).
 
@@ -260,7 +265,7 @@ def plot_gradient_histograms(trackers, layers=None, steps=None, size: tuple[floa
     intermediate supervision); each panel overlays the histograms of several recorded steps,
     coloured from early (light) to late (dark). x is log10 |gradient|; y the fraction of the
     layer's weights. Weights whose gradient is below the first bin edge (exact zeros, e.g.
-    behind dead ReLUs) are not drawn; the legend gives their share.
+    behind dead ReLUs) or above the last one are not drawn; the legend gives their shares.
     """
     runs = _as_runs(trackers)
     first = next(iter(runs.values()))
@@ -273,16 +278,16 @@ def plot_gradient_histograms(trackers, layers=None, steps=None, size: tuple[floa
     if steps is None:
         idx = np.unique(np.linspace(0, len(all_steps) - 1, min(4, len(all_steps))).round().astype(int))
         steps = [all_steps[i] for i in idx]
-    edges = first.bin_edges
-    ratio = edges[1] / edges[0] if len(edges) > 1 else 10.0
-    x_edges = np.log10(np.concatenate([edges, [edges[-1] * ratio]]))
+    if any(len(t.bin_edges) < 2 for t in runs.values()):
+        raise ValueError("plotting needs trackers with at least two bin_edges")
     cmap = plt.get_cmap("Blues")
     nrows, ncols = len(layers), len(runs)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
                              sharex=True)
-    used = []
+    used = []   # log10 range of the non-empty bins, one bin wider on each side
     for c, (label, t) in enumerate(runs.items()):
-        h = t.histograms
+        h, edges = t.histograms, t.bin_edges
+        x_edges = np.log10(edges)
         for r, layer in enumerate(layers):
             ax = axes[r, c]
             for k, s in enumerate(steps):
@@ -291,11 +296,15 @@ def plot_gradient_histograms(trackers, layers=None, steps=None, size: tuple[floa
                     continue
                 counts = g["count"].to_numpy()
                 frac = counts / counts.sum()
-                nz = np.nonzero(frac[1:])[0]
+                inner = frac[1:-1]   # between the edges; frac[0] is below them, frac[-1] above
+                nz = np.nonzero(inner)[0]
                 if len(nz):
-                    used += [nz.min(), nz.max() + 1]
-                ax.stairs(frac[1:], x_edges, color=cmap(0.35 + 0.65 * k / max(len(steps) - 1, 1)), lw=1.5,
-                          label=f"step {s} ({frac[0]:.0%} below 1e{np.log10(edges[0]):.0f})")
+                    used += [x_edges[max(nz.min() - 1, 0)], x_edges[min(nz.max() + 2, len(x_edges) - 1)]]
+                shares = f"{_percent(frac[0])} below {edges[0]:.0e}"
+                if frac[-1] > 0:
+                    shares += f", {_percent(frac[-1])} above {edges[-1]:.0e}"
+                ax.stairs(inner, x_edges, color=cmap(0.35 + 0.65 * k / max(len(steps) - 1, 1)), lw=1.5,
+                          label=f"step {s} ({shares})")
             ax.set_title(f"{label + ': ' if label else ''}{layer}", fontsize=9)
             if c == 0:
                 ax.set_ylabel("fraction of weights", fontsize=8)
@@ -304,7 +313,7 @@ def plot_gradient_histograms(trackers, layers=None, steps=None, size: tuple[floa
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=6, frameon=False, loc="upper left")
     if used:
-        ax.set_xlim(x_edges[max(min(used) - 1, 0)], x_edges[min(max(used) + 1, len(x_edges) - 1)])
+        ax.set_xlim(min(used), max(used))
     fig.tight_layout()
     return fig
 
