@@ -1,6 +1,7 @@
 """DistributedDataParallel on CPU (gloo): 2 processes vs one process with the same GLOBAL batch."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from cpm_lab.callbacks import Callback
 from cpm_lab.data import SyntheticPoses
 from cpm_lab.models.cpm import CPM
 from cpm_lab.train import Trainer, TrainConfig
@@ -64,6 +66,45 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         assert r0["loss"] == pytest.approx(history["loss"].tolist(), rel=1e-5)
         assert r0["loss"] == r1["loss"]  # logged losses are averaged over ranks
 
+
+class _StopAfter(Callback):
+    """Requests a stop at ``step``; callbacks run on rank 0 only."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, step: int, record: dict) -> None:
+        if step == self.step:
+            trainer.request_stop(f"test stop at {step}")
+
+
+def _stop_worker(rank: int, world: int, folder: str):
+    torch.set_num_threads(1)
+    # A rank that misses the stop waits in a collective: fail after a minute instead of hanging.
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        model = CPM.from_preset("tiny", **SMALL)
+        cfg = TrainConfig(steps=5, batch_size=GLOBAL_BATCH, lr=1e-3, progress=False, device="cpu",
+                          checkpoint=os.path.join(folder, "checkpoint.pt"))
+        trainer = Trainer(model, SyntheticPoses(20, 32, "easy", seed=1), cfg, callbacks=[_StopAfter(2)])
+        history = trainer.fit()
+        torch.save({"model": model.state_dict(), "step": trainer.step, "reason": trainer.stop_reason,
+                    "history_steps": history["step"].tolist()}, os.path.join(folder, f"stop-rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_stop_requested_on_rank0_stops_every_rank_at_the_same_step(tmp_path):
+    mp.spawn(_stop_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "stop-rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "stop-rank1.pt", weights_only=True)
+    assert r0["step"] == r1["step"] == 2 and r0["history_steps"] == r1["history_steps"] == [1, 2]
+    assert r0["reason"] == "test stop at 2" and r1["reason"] == "stop requested by rank 0"
+    assert all(torch.equal(r0["model"][k], r1["model"][k]) for k in r0["model"])
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)   # written as at the end of a run
+    assert ckpt["step"] == 2 and all(torch.equal(ckpt["model"][k], r0["model"][k]) for k in r0["model"])
 
 def test_torchrun_cli_writes_outputs_on_rank0_only(tmp_path):
     out = tmp_path / "run"
