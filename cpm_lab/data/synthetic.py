@@ -231,7 +231,8 @@ def _cloth_colour(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 # ---------------------------------------------------------------------------------------------
 # Rasterisation primitives. Each paints into img (3, S, S) inside the shape's bounding box only
-# and returns (row slice, col slice, inside mask), or None if the shape misses the image.
+# and returns (row slice, col slice, inside mask), or None if the shape misses the image. (A box
+# is all inside: its mask is the scalar True.)
 # Pixel (row r, col c) has its centre at x = c, y = r.
 # ---------------------------------------------------------------------------------------------
 def _bbox(img: np.ndarray, x0: float, x1: float, y0: float, y1: float):
@@ -255,7 +256,10 @@ class _Canvas:
     def __init__(self, img: np.ndarray) -> None:
         self.img = img
         self._ops: list[tuple[Any, Any]] = []
-        self._caps: list[tuple] = []
+        self._caps: list[tuple] = []   # (style, tex, shade) of every queued capsule
+        # The capsules that touch the image, with their geometry: striped only, striped with a
+        # tip, tip only, plain (see _capsule_geometry).
+        self._groups: tuple[list, list, list, list] = ([], [], [], [])
 
     def capsule(self, p0, p1, r0: float, r1: float, style: LimbStyle, tex=None, shade: float = 0.35,
                 tip=None) -> None:
@@ -265,9 +269,38 @@ class _Canvas:
         across the axis; ``tip`` = (t0, RGB colour) paints the part beyond fraction t0 of the
         axis in another colour (hand, shoe, hair cap).
         """
-        self._ops.append((None, len(self._caps)))
-        self._caps.append((float(p0[0]), float(p0[1]), float(p1[0]), float(p1[1]), r0, r1,
-                           style, tex, shade, tip))
+        k = len(self._caps)
+        self._ops.append((None, k))
+        self._caps.append((style, tex, shade))
+        # Per-capsule scalars in plain Python floats (float64, like numpy's), which at ~20
+        # capsules per image is cheaper than ~30 numpy calls on (K,) arrays.
+        x0, y0, x1, y1 = float(p0[0]), float(p0[1]), float(p1[0]), float(p1[1])
+        rmax = r0 if r0 > r1 else r1
+        lo_x, hi_x = (x0, x1) if x0 < x1 else (x1, x0)
+        lo_y, hi_y = (y0, y1) if y0 < y1 else (y1, y0)
+        # Box [bx0, bx1) x [by0, by1) clipped to the image; empty if the capsule misses it.
+        size_y, size_x = self.img.shape[1:]
+        bx0, by0 = math.floor(lo_x - rmax), math.floor(lo_y - rmax)
+        bx1, by1 = math.ceil(hi_x + rmax) + 1, math.ceil(hi_y + rmax) + 1
+        bx0, by0 = (bx0 if bx0 > 0 else 0), (by0 if by0 > 0 else 0)
+        bx1, by1 = (bx1 if bx1 < size_x else size_x), (by1 if by1 < size_y else size_y)
+        if bx1 <= bx0 or by1 <= by0:
+            return
+        vx, vy = x1 - x0, y1 - y0
+        len2 = vx * vx + vy * vy
+        if len2 < 1e-6:   # a zero-length capsule (a disk) as a tiny segment
+            vx = 1e-3
+            len2 = vx * vx + vy * vy
+        length = math.sqrt(len2)
+        w, h = bx1 - bx0, by1 - by0
+        group = (tip is not None) if style.stripe_period > 0 else 3 - (tip is not None)
+        self._groups[group].append((
+            k, bx0, by0, w, h, w * h, style, tip, length,
+            # Per pixel: X0, A, C, len2, r1 - r0, r0, -shade, colour; per row: Y0, B, D.
+            # With xs = x + X0 and ys = y + Y0 relative to p0, xs * A + ys * B is the
+            # position along the axis and xs * C - ys * D the signed distance across it.
+            (bx0 - x0, vx / len2, vy / length, len2, r1 - r0, r0, -shade, *style.colour,
+             by0 - y0, vy / len2, vx / length)))
 
     def call(self, fn, *args, **kwargs) -> None:
         """Queue ``fn(img, *args, **kwargs)`` (a polygon, ellipse or box primitive)."""
@@ -284,12 +317,12 @@ class _Canvas:
             if box is None:
                 continue
             s, x0, y0, w, h = box
-            style, tex, shade = caps[args][6:9]
+            style, tex, shade = caps[args]
             colour = colours[shade > 0][:, s:s + w * h].reshape(3, h, w)
             if style.noise > 0 and tex is not None:
                 colour = colour + style.noise * tex[y0:y0 + h, x0:x0 + w]
             np.copyto(img[:, y0:y0 + h, x0:x0 + w], colour, where=inside[s:s + w * h].reshape(h, w))
-        self._ops, self._caps = [], []
+        self._ops, self._caps, self._groups = [], [], ([], [], [], [])
 
     def _capsule_geometry(self):
         """Geometry and colour of every queued capsule that touches the image, in one pass.
@@ -302,37 +335,7 @@ class _Canvas:
         else (start, x0, y0, w, h); ``inside`` is bool (N,); ``colours`` = (unshaded, shaded)
         float32 (3, N).
         """
-        size_y, size_x = self.img.shape[1:]
-        # striped only, striped with a tip, tip only, plain
-        groups: tuple[list, list, list, list] = ([], [], [], [])
-        # Per-capsule scalars in plain Python floats (float64, like numpy's), which at K ~ 20
-        # is cheaper than ~30 numpy calls on (K,) arrays.
-        for k, (x0, y0, x1, y1, r0, r1, style, _, shade, tip) in enumerate(self._caps):
-            rmax = r0 if r0 > r1 else r1
-            lo_x, hi_x = (x0, x1) if x0 < x1 else (x1, x0)
-            lo_y, hi_y = (y0, y1) if y0 < y1 else (y1, y0)
-            # Box [bx0, bx1) x [by0, by1) clipped to the image; empty if the capsule misses it.
-            bx0, by0 = math.floor(lo_x - rmax), math.floor(lo_y - rmax)
-            bx1, by1 = math.ceil(hi_x + rmax) + 1, math.ceil(hi_y + rmax) + 1
-            bx0, by0 = (bx0 if bx0 > 0 else 0), (by0 if by0 > 0 else 0)
-            bx1, by1 = (bx1 if bx1 < size_x else size_x), (by1 if by1 < size_y else size_y)
-            if bx1 <= bx0 or by1 <= by0:
-                continue
-            vx, vy = x1 - x0, y1 - y0
-            len2 = vx * vx + vy * vy
-            if len2 < 1e-6:   # a zero-length capsule (a disk) as a tiny segment
-                vx = 1e-3
-                len2 = vx * vx + vy * vy
-            length = math.sqrt(len2)
-            w, h = bx1 - bx0, by1 - by0
-            group = (tip is not None) if style.stripe_period > 0 else 3 - (tip is not None)
-            groups[group].append((
-                k, bx0, by0, w, h, w * h, style, tip, length,
-                # Per pixel: X0, A, C, len2, r1 - r0, r0, -shade, colour; per row: Y0, B, D.
-                # With xs = x + X0 and ys = y + Y0 relative to p0, xs * A + ys * B is the
-                # position along the axis and xs * C - ys * D the signed distance across it.
-                (bx0 - x0, vx / len2, vy / length, len2, r1 - r0, r0, -shade, *style.colour,
-                 by0 - y0, vy / len2, vx / length)))
+        groups = self._groups
         caps = groups[0] + groups[1] + groups[2] + groups[3]
         boxes: list[tuple | None] = [None] * len(self._caps)
         if not caps:
@@ -502,7 +505,7 @@ def _box(img, x0, y0, x1, y1, colour, alpha=1.0):
     col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
     region = img[:, by0:by1, bx0:bx1]
     region[...] = col if alpha >= 1.0 else region * (1.0 - alpha) + col * alpha
-    return slice(by0, by1), slice(bx0, bx1), np.ones((by1 - by0, bx1 - bx0), dtype=bool)
+    return slice(by0, by1), slice(bx0, bx1), True
 
 
 def _pixel(img: np.ndarray, p, colour) -> None:
