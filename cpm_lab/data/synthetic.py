@@ -171,6 +171,10 @@ class _Figure:
 # Cached helpers. All caches are deterministic functions of their key.
 # ---------------------------------------------------------------------------------------------
 _TEX_PAD = 64
+#: ``SyntheticPoses.__getitems__`` renders items in groups of about this many pixels: enough to
+#: share the numpy calls of the limb rasteriser, few enough that its arrays stay in the CPU's
+#: cache (4 images of 128 x 128 px; images of 256 px and more one at a time).
+_RENDER_PIXELS = 4 * 128 * 128
 _caches: dict[Any, np.ndarray] = {}
 
 
@@ -247,16 +251,19 @@ def _bbox(img: np.ndarray, x0: float, x1: float, y0: float, y1: float):
 class _Canvas:
     """Painter's-algorithm canvas over img (3, S, S).
 
-    Draw calls are queued; :meth:`flush` computes the geometry and colour of every queued
-    capsule in ONE vectorised pass over the pixels of all their bounding boxes, then paints
-    all queued shapes in call order. Batching cuts the number of numpy calls several-fold,
-    which is what limits speed at these small array sizes.
+    Draw calls are queued; :func:`_flush` computes the geometry and colour of every queued
+    capsule, of one canvas or of several, in ONE vectorised pass over the pixels of all their
+    bounding boxes, then paints each canvas's shapes in call order. Batching cuts the number
+    of numpy calls several-fold, which is what limits speed at these small array sizes.
     """
 
     def __init__(self, img: np.ndarray) -> None:
         self.img = img
         self._ops: list[tuple[Any, Any]] = []
         self._caps: list[tuple] = []   # (style, tex, shade) of every queued capsule
+        # Where each capsule's pixels are in the flushed arrays: None if it misses the image,
+        # else (start, x0, y0, w, h); set by _capsule_geometry.
+        self._boxes: list[tuple | None] = []
         # The capsules that touch the image, with their geometry: striped only, striped with a
         # tip, tip only, plain (see _capsule_geometry).
         self._groups: tuple[list, list, list, list] = ([], [], [], [])
@@ -272,6 +279,7 @@ class _Canvas:
         k = len(self._caps)
         self._ops.append((None, k))
         self._caps.append((style, tex, shade))
+        self._boxes.append(None)
         # Per-capsule scalars in plain Python floats (float64, like numpy's), which at ~20
         # capsules per image is cheaper than ~30 numpy calls on (K,) arrays.
         x0, y0, x1, y1 = float(p0[0]), float(p0[1]), float(p1[0]), float(p1[1])
@@ -295,7 +303,7 @@ class _Canvas:
         w, h = bx1 - bx0, by1 - by0
         group = (tip is not None) if style.stripe_period > 0 else 3 - (tip is not None)
         self._groups[group].append((
-            k, bx0, by0, w, h, w * h, style, tip, length,
+            self._boxes, k, bx0, by0, w, h, w * h, style, tip, length,
             # Per pixel: X0, A, C, len2, r1 - r0, r0, -shade, colour; per row: Y0, B, D.
             # With xs = x + X0 and ys = y + Y0 relative to p0, xs * A + ys * B is the
             # position along the axis and xs * C - ys * D the signed distance across it.
@@ -306,9 +314,9 @@ class _Canvas:
         """Queue ``fn(img, *args, **kwargs)`` (a polygon, ellipse or box primitive)."""
         self._ops.append((fn, (args, kwargs)))
 
-    def flush(self) -> None:
-        boxes, inside, colours = self._capsule_geometry() if self._caps else (None, None, None)
-        img, caps = self.img, self._caps
+    def _paint(self, inside: np.ndarray | None, colours) -> None:
+        """Paint the queued shapes in call order, capsules from the flushed arrays."""
+        img, caps, boxes = self.img, self._caps, self._boxes
         for fn, args in self._ops:
             if fn is not None:
                 fn(img, *args[0], **args[1])
@@ -322,93 +330,102 @@ class _Canvas:
             if style.noise > 0 and tex is not None:
                 colour = colour + style.noise * tex[y0:y0 + h, x0:x0 + w]
             np.copyto(img[:, y0:y0 + h, x0:x0 + w], colour, where=inside[s:s + w * h].reshape(h, w))
-        self._ops, self._caps, self._groups = [], [], ([], [], [], [])
+        self._ops, self._caps, self._boxes, self._groups = [], [], [], ([], [], [], [])
 
-    def _capsule_geometry(self):
-        """Geometry and colour of every queued capsule that touches the image, in one pass.
 
-        The pixels of all bounding boxes are laid end to end ("ragged": box k, row by row, is
-        the slice [start, start + w * h)), so every step is one numpy call on flat arrays of
-        the same length, with no padding. Striped capsules come first and capsules with a tip
-        next, so that each of those colour steps works on one contiguous block. Returns
-        (boxes, inside, colours): ``boxes[k]`` is None for a capsule that misses the image,
-        else (start, x0, y0, w, h); ``inside`` is bool (N,); ``colours`` = (unshaded, shaded)
-        float32 (3, N).
-        """
-        groups = self._groups
-        caps = groups[0] + groups[1] + groups[2] + groups[3]
-        boxes: list[tuple | None] = [None] * len(self._caps)
-        if not caps:
-            return boxes, None, None
-        start = 0
-        for c in caps:   # c = (k, bx0, by0, w, h, w * h, ...)
-            boxes[c[0]] = (start, c[1], c[2], c[3], c[4])
-            start += c[5]
-        n = start
-        # (ndarray.repeat rather than np.repeat throughout: the function adds two Python calls.)
-        _, _, _, _, heights, size_list, styles, tips, lengths, params = zip(*caps)
-        sizes, heights = np.array(size_list), np.array(heights)
-        par = np.array(params, dtype=np.float32).T                # (13, K) scalars, in float32
-        pix = par[:10].repeat(sizes, axis=1)                      # (10, N): per-capsule scalars
-        row = par[10:].repeat(heights, axis=1)                    # (3, R), R rows in all
-        widths = (sizes // heights).repeat(heights)               # (R,) width of each row
-        # Local pixel coordinates within each box: exact small integers in float32.
-        row_start = heights.cumsum() - heights                    # first row of each box
-        pix_start = widths.cumsum() - widths                      # first pixel of each row
-        ys = _arange(0, len(widths)) - row_start.astype(np.float32).repeat(heights)
-        if n < 2 ** 24:
-            xs = _arange(0, n) - pix_start.astype(np.float32).repeat(widths)
-        else:
-            xs = (np.arange(n) - pix_start.repeat(widths)).astype(np.float32)
-        ys += row[0]
-        y_terms = (ys * row[1:]).repeat(widths, axis=1)           # (2, N): ys * B and ys * D
-        xs += pix[0]
-        q = xs * pix[1]
-        q += y_terms[0]                                           # along the axis, 0..1 between ends
-        t = q.clip(0.0, 1.0)                                      # = np.clip, minus a wrapper
-        d2 = xs * pix[2]
-        d2 -= y_terms[1]                                          # signed distance across the axis
-        d2 *= d2
-        q -= t                                                    # overshoot beyond an end cap
-        q *= q
-        q *= pix[3]
-        d2 += q                                                   # squared distance to the segment
-        rr = np.multiply(t, pix[4], out=q)                        # q is no longer needed
-        rr += pix[5]
-        rr *= rr
-        inside = d2 <= rr
-        d2 /= rr
-        d2 *= pix[6]
-        d2 += 1.0                                                 # shading factor
+def _flush(canvases: list[_Canvas]) -> None:
+    """Paint everything queued on ``canvases`` (the capsules of all of them in one pass)."""
+    inside, colours = _capsule_geometry(canvases)
+    for canvas in canvases:
+        canvas._paint(inside, colours)
 
-        # Colours, float32 (3, N): stripes, then the tip over them, then the shading.
-        colour = pix[7:]
-        n_striped, n_tipped = len(groups[0]) + len(groups[1]), len(groups[1]) + len(groups[2])
-        if n_striped:
-            block = slice(0, sum(size_list[:n_striped]))
-            counts = sizes[:n_striped]
-            # The band phase is computed in float64 (float32 t times a float64 factor). As
-            # t >= 0, its fractional part phase % 1.0 equals phase - floor(phase) exactly, and
-            # the latter is much cheaper.
-            phase = np.array([lengths[i] / styles[i].stripe_period
-                              for i in range(n_striped)]).repeat(counts)
-            phase *= t[block]
-            phase -= np.floor(phase)
-            off = phase >= 0.5
-            second = np.array([styles[i].stripe_colour for i in range(n_striped)], dtype=np.float32)
-            np.copyto(colour[:, block], second.T.repeat(counts, axis=1), where=off)
-        if n_tipped:
-            first = len(groups[0])
-            block = slice(sum(size_list[:first]), sum(size_list[:first + n_tipped]))
-            counts = sizes[first:first + n_tipped]
-            # t0 rounded to float32, as numpy does when comparing float32 t with a float.
-            tip_from = np.array([tips[i][0] for i in range(first, first + n_tipped)],
-                                dtype=np.float32).repeat(counts)
-            tip_colour = np.array([tips[i][1] for i in range(first, first + n_tipped)],
-                                  dtype=np.float32)
-            np.copyto(colour[:, block], tip_colour.T.repeat(counts, axis=1),
-                      where=t[block] > tip_from)
-        return boxes, inside, (colour, colour * d2)
+
+def _capsule_geometry(canvases: list[_Canvas]):
+    """Geometry and colour of every queued capsule that touches its image, in one pass.
+
+    The pixels of all bounding boxes are laid end to end ("ragged": box k, row by row, is the
+    slice [start, start + w * h)), so every step is one numpy call on flat arrays of the same
+    length, with no padding. Striped capsules come first and capsules with a tip next, so that
+    each of those colour steps works on one contiguous block. Fills each canvas's ``_boxes``
+    and returns (inside, colours): ``inside`` is bool (N,), ``colours`` = (unshaded, shaded)
+    float32 (3, N); (None, None) when no capsule touches an image.
+    """
+    groups: tuple[list, list, list, list] = ([], [], [], [])
+    for canvas in canvases:
+        for g, mine in zip(groups, canvas._groups):
+            g += mine
+    caps = groups[0] + groups[1] + groups[2] + groups[3]
+    if not caps:
+        return None, None
+    start = 0
+    for c in caps:   # c = (its canvas's _boxes, k, bx0, by0, w, h, w * h, ...)
+        c[0][c[1]] = (start, c[2], c[3], c[4], c[5])
+        start += c[6]
+    n = start
+    # (ndarray.repeat rather than np.repeat throughout: the function adds two Python calls.)
+    _, _, _, _, _, heights, size_list, styles, tips, lengths, params = zip(*caps)
+    sizes, heights = np.array(size_list), np.array(heights)
+    par = np.array(params, dtype=np.float32).T                # (13, K) scalars, in float32
+    pix = par[:10].repeat(sizes, axis=1)                      # (10, N): per-capsule scalars
+    row = par[10:].repeat(heights, axis=1)                    # (3, R), R rows in all
+    widths = (sizes // heights).repeat(heights)               # (R,) width of each row
+    # Local pixel coordinates within each box: exact small integers in float32.
+    row_start = heights.cumsum() - heights                    # first row of each box
+    pix_start = widths.cumsum() - widths                      # first pixel of each row
+    ys = _arange(0, len(widths)) - row_start.astype(np.float32).repeat(heights)
+    if n < 2 ** 24:
+        xs = _arange(0, n) - pix_start.astype(np.float32).repeat(widths)
+    else:
+        xs = (np.arange(n) - pix_start.repeat(widths)).astype(np.float32)
+    ys += row[0]
+    y_terms = (ys * row[1:]).repeat(widths, axis=1)           # (2, N): ys * B and ys * D
+    xs += pix[0]
+    q = xs * pix[1]
+    q += y_terms[0]                                           # along the axis, 0..1 between ends
+    t = q.clip(0.0, 1.0)                                      # = np.clip, minus a wrapper
+    d2 = xs * pix[2]
+    d2 -= y_terms[1]                                          # signed distance across the axis
+    d2 *= d2
+    q -= t                                                    # overshoot beyond an end cap
+    q *= q
+    q *= pix[3]
+    d2 += q                                                   # squared distance to the segment
+    rr = np.multiply(t, pix[4], out=q)                        # q is no longer needed
+    rr += pix[5]
+    rr *= rr
+    inside = d2 <= rr
+    d2 /= rr
+    d2 *= pix[6]
+    d2 += 1.0                                                 # shading factor
+
+    # Colours, float32 (3, N): stripes, then the tip over them, then the shading.
+    colour = pix[7:]
+    n_striped, n_tipped = len(groups[0]) + len(groups[1]), len(groups[1]) + len(groups[2])
+    if n_striped:
+        block = slice(0, sum(size_list[:n_striped]))
+        counts = sizes[:n_striped]
+        # The band phase is computed in float64 (float32 t times a float64 factor). As
+        # t >= 0, its fractional part phase % 1.0 equals phase - floor(phase) exactly, and
+        # the latter is much cheaper.
+        phase = np.array([lengths[i] / styles[i].stripe_period
+                          for i in range(n_striped)]).repeat(counts)
+        phase *= t[block]
+        phase -= np.floor(phase)
+        off = phase >= 0.5
+        second = np.array([styles[i].stripe_colour for i in range(n_striped)], dtype=np.float32)
+        np.copyto(colour[:, block], second.T.repeat(counts, axis=1), where=off)
+    if n_tipped:
+        first = len(groups[0])
+        block = slice(sum(size_list[:first]), sum(size_list[:first + n_tipped]))
+        counts = sizes[first:first + n_tipped]
+        # t0 rounded to float32, as numpy does when comparing float32 t with a float.
+        tip_from = np.array([tips[i][0] for i in range(first, first + n_tipped)],
+                            dtype=np.float32).repeat(counts)
+        tip_colour = np.array([tips[i][1] for i in range(first, first + n_tipped)],
+                              dtype=np.float32)
+        np.copyto(colour[:, block], tip_colour.T.repeat(counts, axis=1),
+                  where=t[block] > tip_from)
+    return inside, (colour, colour * d2)
 
 
 def _convex(img, pts, colour, alpha=1.0, bands=None, tex=None, noise=0.0, split=None):
@@ -845,26 +862,37 @@ class SyntheticPoses(Dataset):
         return i
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        i = self._check_index(index)
-        image, kp, meta = self._render(i)
-        joints = kp[:, :2]
-        centre = (np.minimum.reduce(joints) + np.maximum.reduce(joints)) / 2   # = min(0), max(0)
-        return {
-            "image": torch.from_numpy(image),
-            "keypoints": torch.from_numpy(kp),
-            "center": torch.from_numpy(centre),   # float32, like the keypoints
-            "scale": torch.from_numpy(np.array(meta["height_px"] / SCALE_UNIT_PX, dtype=np.float32)),
-            "index": i,
-        }
+        return self._items([self._check_index(index)])[0]
+
+    def __getitems__(self, indices) -> list[dict[str, Any]]:
+        """Items ``indices`` at once, each exactly as ``self[i]``; what a ``DataLoader`` asks
+        for when it builds a batch. Rendering them together is faster per item (the limbs of
+        all images are rasterised in one pass)."""
+        return self._items([self._check_index(i) for i in indices])
+
+    def _items(self, indices: list[int]) -> list[dict[str, Any]]:
+        items = []
+        for i, (image, kp, meta) in zip(indices, self._render(indices)):
+            joints = kp[:, :2]
+            centre = (np.minimum.reduce(joints) + np.maximum.reduce(joints)) / 2   # = min(0), max(0)
+            items.append({
+                "image": torch.from_numpy(image),
+                "keypoints": torch.from_numpy(kp),
+                "center": torch.from_numpy(centre),   # float32, like the keypoints
+                "scale": torch.from_numpy(np.array(meta["height_px"] / SCALE_UNIT_PX, dtype=np.float32)),
+                "index": i,
+            })
+        return items
 
     def meta(self, index: int) -> dict[str, Any]:
         """What was drawn for item ``index`` (renders it): ``facing_away`` (bool), ``height_px``
         (standing height), ``n_distractors``, ``n_occluders``, ``second_person`` (bool) and
         ``limb_styles`` (the :class:`LimbStyle` of each of the eight limbs, keyed by
         (parent, child) joint indices as in ``skeleton.LIMBS``)."""
-        return self._render(self._check_index(index), limb_styles=True)[2]
+        return self._render([self._check_index(index)], limb_styles=True)[0][2]
 
-    def _render(self, index: int, limb_styles: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    def _sample_scene(self, index: int) -> tuple:
+        """Every random draw of item ``index``, in a fixed order: the main figure first."""
         size, k = self.image_size, self.knobs
         # Entropy [seed, index]; as a uint32 array when both fit, which SeedSequence turns into
         # the very same words as the list, only faster.
@@ -873,7 +901,6 @@ class SyntheticPoses(Dataset):
             entropy = np.array(entropy, dtype=np.uint32)
         rng = np.random.default_rng(entropy)
         fig = _sample_figure(rng, k, size, keep_inside=k["keep_inside"])
-        # Every other random number, in a fixed order after the main figure.
         n_occ = int(rng.integers(k["occluders"][0], k["occluders"][1] + 1))
         occ_u = rng.random((n_occ, 8)).tolist()
         second = None
@@ -888,41 +915,61 @@ class SyntheticPoses(Dataset):
         bg_u = rng.random((n_bg, 10)).tolist()
         grid = rng.random((3, 3, 3), dtype=np.float32)
         detail = rng.random((4, 8, 8), dtype=np.float32)
-        oy, ox, sign = rng.integers(0, _TEX_PAD, 3).tolist()
+        offsets = rng.integers(0, _TEX_PAD, 3).tolist()   # noise crop (oy, ox) and sign
+        return fig, occ_u, second, dis_u, bg_u, grid, detail, offsets
 
+    def _render(self, indices: list[int], limb_styles: bool = False
+                ) -> list[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
+        """(image (3, S, S) float32, keypoints (14, 3) float32, meta) of each item; the limbs
+        of a few items at a time (see _RENDER_PIXELS) are rasterised in one pass."""
+        chunk = max(1, _RENDER_PIXELS // self.image_size ** 2)
+        out = []
+        for c in range(0, len(indices), chunk):
+            out += self._render_chunk(indices[c:c + chunk], limb_styles)
+        return out
+
+    def _render_chunk(self, indices: list[int], limb_styles: bool):
+        size, k = self.image_size, self.knobs
+        scenes = [self._sample_scene(i) for i in indices]
         tex = _noise_field(size)
-        img = self._background(grid, detail)
-        canvas = _Canvas(img)
-        for u in bg_u:
-            self._clutter(canvas, u)
-        for u in dis_u:
-            self._distractor(canvas, fig, u, tex[1])
-        if second is not None:
-            _draw_figure(canvas, second, tex[2])
-        _draw_figure(canvas, fig, tex[0])
-        canvas.flush()
-        occluded = np.zeros((size, size), dtype=bool) if occ_u else None
-        for u in occ_u:
-            self._occluder(img, fig, u, occluded)
-        if k["noise"] > 0:
-            noise = _noise_field(size, k["noise"])[:, oy:oy + size, ox:ox + size]
-            if sign % 2:
-                img += noise
-            else:
-                img -= noise
-        img.clip(0.0, 1.0, out=img)
+        canvases = []
+        for fig, _, second, dis_u, bg_u, grid, detail, _ in scenes:
+            canvas = _Canvas(self._background(grid, detail))
+            for u in bg_u:
+                self._clutter(canvas, u)
+            for u in dis_u:
+                self._distractor(canvas, fig, u, tex[1])
+            if second is not None:
+                _draw_figure(canvas, second, tex[2])
+            _draw_figure(canvas, fig, tex[0])
+            canvases.append(canvas)
+        _flush(canvases)
 
-        # Visible = the joint's nearest pixel is inside the image and not occluded.
-        kp = np.empty((len(fig.joints), 3), dtype=np.float32)
-        kp[:, :2] = fig.joints
-        kp[:, 2] = [0 <= c < size and 0 <= r < size and (occluded is None or not occluded[r, c])
-                    for c, r in ((math.floor(x + 0.5), math.floor(y + 0.5))
-                                 for x, y in fig.joints.tolist())]
-        meta = {"facing_away": fig.facing_away, "height_px": fig.height_px, "n_occluders": n_occ,
-                "n_distractors": n_dis, "second_person": second is not None}
-        if limb_styles:
-            meta["limb_styles"] = fig.limb_styles()
-        return img, kp, meta
+        out = []
+        for canvas, (fig, occ_u, second, dis_u, *_, (oy, ox, sign)) in zip(canvases, scenes):
+            img = canvas.img
+            occluded = np.zeros((size, size), dtype=bool) if occ_u else None
+            for u in occ_u:
+                self._occluder(img, fig, u, occluded)
+            if k["noise"] > 0:
+                noise = _noise_field(size, k["noise"])[:, oy:oy + size, ox:ox + size]
+                if sign % 2:
+                    img += noise
+                else:
+                    img -= noise
+            img.clip(0.0, 1.0, out=img)
+            # Visible = the joint's nearest pixel is inside the image and not occluded.
+            kp = np.empty((len(fig.joints), 3), dtype=np.float32)
+            kp[:, :2] = fig.joints
+            kp[:, 2] = [0 <= c < size and 0 <= r < size and (occluded is None or not occluded[r, c])
+                        for c, r in ((math.floor(x + 0.5), math.floor(y + 0.5))
+                                     for x, y in fig.joints.tolist())]
+            meta = {"facing_away": fig.facing_away, "height_px": fig.height_px, "n_occluders": len(occ_u),
+                    "n_distractors": len(dis_u), "second_person": second is not None}
+            if limb_styles:
+                meta["limb_styles"] = fig.limb_styles()
+            out.append((img, kp, meta))
+        return out
 
     # --- layers ------------------------------------------------------------------------------
     def _background(self, grid: np.ndarray, detail: np.ndarray) -> np.ndarray:
