@@ -238,3 +238,22 @@ def test_module_entry_points_and_registry(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cpm_lab.cli", "--help"], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=120)
     assert proc.returncode == 0 and "train" in proc.stdout and "eval" in proc.stdout
+
+
+@pytest.mark.slow  # times a forward of every preset, the paper one included (~10 s on a CPU)
+def test_demo_writes_its_figures_and_tables(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, _ = run(capsys, "demo", "--out", out, "--samples", "8", "--device", "cpu")
+    assert code == 0
+    expected = {"samples.png", "beliefs.png", "beliefs_right_wrist.png", "receptive_fields.png",
+                "model.csv", "pck.csv", "pck_table.csv"}
+    assert expected <= set(os.listdir(out))
+    for name in expected:
+        assert (out / name).stat().st_size > 0, name
+    assert "trained tiny CPM" in stdout   # the shipped weights, not a random model
+    models = pd.read_csv(out / "model.csv").set_index("preset")
+    assert models.loc["paper", "parameters"] == 31_219_866 and models.loc["paper", "belief_shape"] == "15×46×46"
+    assert (models["forward_ms_batch1"] > 0).all()
+    table = pd.read_csv(out / "pck_table.csv", index_col=0)
+    assert len(table) == 3 and ((table >= 0) & (table <= 1)).all().all()
+    assert str(out.resolve()) in stdout
