@@ -3,8 +3,10 @@ occlusion labels, the facing cue, and knob validation."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,22 @@ from cpm_lab.data import DIFFICULTIES, SCALE_UNIT_PX, SyntheticPoses
 
 # Everything except the person, so pixel tests see only the figure on its background.
 CLEAN = dict(distractors=0, occluders=0, second_person_prob=0.0, background_shapes=0, noise=0.0)
+
+
+#: What a few items look like (see test_items_match_the_recorded_fingerprint). Regenerate it
+#: only after a deliberate change to the generator, with ``python tests/test_synthetic.py``,
+#: and retrain or re-evaluate what was made with the old data (data/weights, data/results).
+FINGERPRINT = Path(__file__).parent / "data" / "synthetic_fingerprint.json"
+FINGERPRINT_ITEMS = {"easy": (0, 5), "standard": (0, 1, 7, 42), "hard": (3, 11)}
+
+
+def _fingerprint(difficulty: str, index: int) -> dict:
+    """Keypoints, centre, scale and an 8x8 thumbnail (block means per channel) of one
+    128 px item of seed 0: enough to notice any change of pose, scene or colours."""
+    s = SyntheticPoses(length=100, image_size=128, difficulty=difficulty, seed=0)[index]
+    thumb = s["image"].reshape(3, 8, 16, 8, 16).mean(dim=(2, 4))
+    return {"keypoints": s["keypoints"].tolist(), "center": s["center"].tolist(),
+            "scale": float(s["scale"]), "thumbnail": thumb.tolist()}
 
 
 def _digest(ds: SyntheticPoses, indices) -> str:
@@ -71,6 +89,23 @@ def test_deterministic_in_process_and_order():
     c = SyntheticPoses(length=10, difficulty="hard", seed=8)
     assert not torch.equal(c[5]["image"], s5["image"])
     assert not torch.equal(a[4]["image"], s5["image"])
+
+
+def test_items_match_the_recorded_fingerprint():
+    """The shipped weights and results were made with this exact data: the generator may get
+    faster, but its items must not change unnoticed. Tolerances allow another platform's libm
+    to move a rare edge pixel: a thumbnail cell averages 256 pixels, so one moved pixel shifts
+    it by at most 1/256; any real change (a colour, a shape, a placement) shifts many cells."""
+    recorded = json.loads(FINGERPRINT.read_text())
+    for difficulty, indices in FINGERPRINT_ITEMS.items():
+        for i in indices:
+            want, got = recorded[f"{difficulty}/{i}"], _fingerprint(difficulty, i)
+            where = f"{difficulty} item {i}"
+            np.testing.assert_allclose(got["keypoints"], want["keypoints"], atol=1e-4, err_msg=where)
+            np.testing.assert_allclose(got["center"], want["center"], atol=1e-4, err_msg=where)
+            assert got["scale"] == pytest.approx(want["scale"], abs=1e-6), where
+            off = np.abs(np.array(got["thumbnail"]) - np.array(want["thumbnail"]))
+            assert off.max() <= 0.02 and (off > 1e-4).mean() <= 0.02, (where, off.max(), (off > 1e-4).mean())
 
 
 def test_deterministic_across_processes():
@@ -235,3 +270,11 @@ def test_overrides_and_description():
         assert word in text
     assert "difficulty='easy'" in repr(ds) and "occluders=(2, 2)" in repr(ds)
     assert ds[-1]["index"] == 6
+
+
+if __name__ == "__main__":   # rewrite the fingerprint (only after a deliberate generator change)
+    FINGERPRINT.parent.mkdir(exist_ok=True)
+    items = {f"{d}/{i}": _fingerprint(d, i) for d, idx in FINGERPRINT_ITEMS.items() for i in idx}
+    FINGERPRINT.write_text("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in items.items())
+                           + "\n}\n")
+    print(f"wrote {FINGERPRINT}")
