@@ -870,8 +870,8 @@ class SyntheticPoses(Dataset):
 
     def __getitems__(self, indices) -> list[dict[str, Any]]:
         """Items ``indices`` at once, each exactly as ``self[i]``; what a ``DataLoader`` asks
-        for when it builds a batch. Rendering them together is faster per item (the limbs of
-        all images are rasterised in one pass)."""
+        for when it builds a batch. Rendering them together is faster per item: the limbs of a
+        few images at a time are rasterised in one pass."""
         return self._items([self._check_index(i) for i in indices])
 
     def _items(self, indices: list[int]) -> list[dict[str, Any]]:
@@ -933,6 +933,7 @@ class SyntheticPoses(Dataset):
         return out
 
     def _render_chunk(self, indices: list[int], limb_styles: bool):
+        """Items ``indices`` as in :meth:`_render`, their capsules flushed together."""
         size, k = self.image_size, self.knobs
         scenes = [self._sample_scene(i) for i in indices]
         tex = _noise_field(size)
