@@ -41,6 +41,23 @@ JOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(JOINT_NAMES)}
 
 #: Short labels for plots and tables ("r_ankle", ...).
 SHORT_NAMES: tuple[str, ...] = tuple(n.replace("right_", "r_").replace("left_", "l_") for n in JOINT_NAMES)
+_PART_NAMES: dict[str, int] = {**JOINT_INDEX, **{s: i for i, s in enumerate(SHORT_NAMES)}}
+
+
+def part_index(part, num_parts: int | None = NUM_JOINTS) -> int:
+    """Index of one body part, from an integer in 0..num_parts-1 (no upper bound when
+    ``num_parts`` is None) or an LSP-14 joint name ("right_wrist") or short name ("r_wrist").
+    Anything else is a ValueError that says what is accepted."""
+    if isinstance(part, str):
+        if part not in _PART_NAMES:
+            raise ValueError(f"unknown part {part!r}; choose a joint name from cpm_lab.skeleton.JOINT_NAMES "
+                             "(or its short name) or an index")
+        return _PART_NAMES[part]
+    if isinstance(part, bool) or not isinstance(part, (int, np.integer)) or part < 0 or (
+            num_parts is not None and part >= num_parts):
+        upper = "" if num_parts is None else f" in 0..{num_parts - 1}"
+        raise ValueError(f"part must be a joint name or an index{upper}, got {part!r}")
+    return int(part)
 
 #: Bones drawn in skeleton plots, as (parent, child) pairs of joint indices.
 LIMBS: tuple[tuple[int, int], ...] = (

@@ -51,3 +51,13 @@ def test_mapping_errors():
         skeleton.to_lsp(np.zeros((16, 3)), "h36m")
     with pytest.raises(ValueError, match=r"\(\.\.\., 17, 3\)"):
         skeleton.to_lsp(np.zeros((16, 3)), "coco")
+
+
+def test_part_index_accepts_names_short_names_and_indices():
+    assert skeleton.part_index("right_wrist") == skeleton.part_index("r_wrist") == skeleton.part_index(6) == 6
+    assert skeleton.part_index(np.int64(13)) == 13 and skeleton.part_index(40, None) == 40
+    for bad, num_parts, match in [("elbow", 14, "unknown part 'elbow'"), (14, 14, r"index in 0..13, got 14"),
+                                  (-1, 14, "got -1"), (True, 14, "got True"), (2.0, 14, "got 2.0"),
+                                  (3, 3, r"index in 0..2, got 3")]:
+        with pytest.raises(ValueError, match=match):
+            skeleton.part_index(bad, num_parts)

@@ -431,9 +431,7 @@ def effective_receptive_field(model: nn.Module, images=None, *, n_images: int = 
     num_parts = getattr(config, "num_parts", None)
     if isinstance(part, str):
         from .. import skeleton
-        if part not in skeleton.JOINT_INDEX:
-            raise ValueError(f"unknown part {part!r}; choose one of {list(skeleton.JOINT_NAMES)}")
-        part = skeleton.JOINT_INDEX[part]
+        part = skeleton.part_index(part)
 
     try:
         rf = receptive_fields(bare, input_size=x_all.shape[-1])

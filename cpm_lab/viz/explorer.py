@@ -132,17 +132,7 @@ class BeliefExplorer(FigurePanel):
 
     def _check_part(self, part) -> int | str:
         """"all" (also for None) or a part index in 0..P-1 (joint names are looked up)."""
-        if part is None or part == "all":
-            return "all"
-        if isinstance(part, str):
-            if part not in skeleton.JOINT_INDEX:
-                raise ValueError(f"unknown part {part!r}; choose a joint name from cpm_lab.skeleton.JOINT_NAMES, "
-                                 "an index, or 'all'")
-            part = skeleton.JOINT_INDEX[part]
-        if isinstance(part, bool) or not isinstance(part, (int, np.integer)) or not 0 <= part < self.codec.num_parts:
-            raise ValueError(f"part must be 'all', a joint name or an index in 0..{self.codec.num_parts - 1}, "
-                             f"got {part!r}")
-        return int(part)
+        return "all" if part is None or part == "all" else skeleton.part_index(part, self.codec.num_parts)
 
     # ---- drawing ---------------------------------------------------------------------------
     def figure(self) -> Figure:

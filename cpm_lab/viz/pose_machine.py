@@ -62,19 +62,6 @@ def _config_of(model_or_config) -> PoseMachineConfig:
     return cfg
 
 
-def _part_index(part: int | str, num_parts: int) -> int:
-    if isinstance(part, str):
-        names = {**skeleton.JOINT_INDEX, **{s: i for i, s in enumerate(skeleton.SHORT_NAMES)}}
-        if part not in names:
-            raise ValueError(f"unknown part {part!r}; expected one of {list(skeleton.JOINT_NAMES)} "
-                             "or their short names")
-        part = names[part]
-    part = int(part)
-    if not 0 <= part < num_parts:
-        raise ValueError(f"part must be in 0..{num_parts - 1}, got {part}")
-    return part
-
-
 def _part_short(p: int, num_parts: int) -> str:
     return skeleton.SHORT_NAMES[p] if num_parts == skeleton.NUM_JOINTS else f"p{p}"
 
@@ -300,8 +287,8 @@ def plot_context_features(beliefs, part: int | str, cell: tuple[int, int] | None
     n_parts = cfg.num_parts if b.shape[0] in (cfg.num_parts, cfg.num_parts + 1) else b.shape[0]
     b = b[:n_parts]
     grid = b.shape[-1]
-    p = _part_index(part, n_parts)
-    j = p if at is None else _part_index(at, n_parts)
+    p = skeleton.part_index(part, n_parts)
+    j = p if at is None else skeleton.part_index(at, n_parts)
     where = ""
     if cell is None:
         kp = to_numpy(keypoints) if keypoints is not None else None
@@ -453,7 +440,7 @@ def plot_stage_comparison(model, image, keypoints, parts: Sequence[int | str] = 
         raise ValueError(f"stages must be in 1..{n_stages}, got {stages}")
     kp = to_numpy(keypoints)
     n_parts = codec.num_parts
-    idx = [_part_index(q, n_parts) for q in parts]
+    idx = [skeleton.part_index(q, n_parts) for q in parts]
     img = image_hwc(image)
     size_px = img.shape[0]
     extent = (-0.5, img.shape[1] - 0.5, size_px - 0.5, -0.5)
@@ -576,7 +563,7 @@ def confusion_example(stage_beliefs: Sequence, keypoints, part: int | str = "rig
     if kp.ndim != 3 or kp.shape[1] != skeleton.NUM_JOINTS or kp.shape[0] != maps[0].shape[0]:
         raise ValueError(f"keypoints must be (N, {skeleton.NUM_JOINTS}, 3) for the N={maps[0].shape[0]} images "
                          f"of the beliefs; got {kp.shape}")
-    p = _part_index(part, skeleton.NUM_JOINTS)
+    p = skeleton.part_index(part, skeleton.NUM_JOINTS)
     q = skeleton.FLIP_INDEX[p]
     if q == p:
         raise ValueError(f"part {part!r} has no left/right mirror")
@@ -619,7 +606,7 @@ def most_improved(stage_preds: Sequence, keypoints, parts: Sequence[int | str] =
         raise ValueError(f"first and last must be in 1..{len(preds)}, got {first}, {last}")
     if gt.ndim != 3 or preds[0].shape[:2] != gt.shape[:2]:
         raise ValueError(f"keypoints {gt.shape} do not match the predictions {preds[0].shape}")
-    idx = [_part_index(q, gt.shape[1]) for q in parts]
+    idx = [skeleton.part_index(q, gt.shape[1]) for q in parts]
     err = [np.linalg.norm(preds[s - 1][:, idx, :2] - gt[:, idx, :2], axis=-1).sum(-1) for s in (first, last)]
     ok = (gt[:, idx, 2] > 0).all(-1)
     if not ok.any():

@@ -170,14 +170,10 @@ class ReceptiveFieldExplorer(FigurePanel):
         return int(outs[0].shape[-2]), int(outs[0].shape[-1])
 
     def _part_index(self, part) -> int | None:
+        """None (all parts) or a part index below the model's part count (names are looked up)."""
         if part is None:
             return None
-        if isinstance(part, str):
-            if part not in skeleton.JOINT_INDEX:
-                raise ValueError(f"unknown part {part!r}; choose a joint name from cpm_lab.skeleton.JOINT_NAMES, "
-                                 "an index, or None for all parts")
-            return skeleton.JOINT_INDEX[part]
-        return int(part)
+        return skeleton.part_index(part, self.num_channels - 1 if self.num_channels > 1 else 1)
 
     def effective(self, stage: int | None = None, location: tuple[int, int] | None = None,
                   part: int | str | None = "current") -> EffectiveRF:
@@ -213,11 +209,8 @@ class ReceptiveFieldExplorer(FigurePanel):
             if not ok or not (0 <= loc[0] < rows and 0 <= loc[1] < cols):
                 raise ValueError(f"location must be an output cell (row, col) with row in 0..{rows - 1} and "
                                  f"col in 0..{cols - 1} (the {rows}x{cols} belief grid); got {loc!r}")
-        if "part" in changes and changes["part"] is not None:
-            p = self._part_index(changes["part"])
-            limit = self.num_channels - 1 if self.num_channels > 1 else 1
-            if not 0 <= p < limit:
-                raise ValueError(f"part must be None (all parts) or a part index in 0..{limit - 1}, got {p}")
+        if "part" in changes:
+            self._part_index(changes["part"])
         if "opacity" in changes and not 0 <= float(changes["opacity"]) <= 1:
             raise ValueError(f"opacity must be in [0, 1], got {changes['opacity']}")
 
