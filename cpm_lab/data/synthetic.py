@@ -24,9 +24,15 @@ Use different seeds for training and evaluation sets.
 
 Every sample is a pure function of ``(seed, index)``: it draws from
 ``numpy.random.default_rng([seed, index])`` only, so it is the same in any process, in any
-order and with any number of threads (no BLAS, no threads; only element-wise numpy and Python
-maths). On one platform the output is bit-identical; a different libm could round a sine in its
-last bit and, rarely, move one edge pixel.
+order and with any number of threads (no BLAS, no threads; element-wise numpy, Python maths and
+the compiled rasteriser of :mod:`cpm_lab.data._raster`, whose float32 arithmetic is IEEE, one
+operation at a time, without fast-math). On one platform the output is bit-identical; a
+different libm could round a sine in its last bit and, rarely, move one edge pixel.
+
+The shapes of an image are queued as a table and painted by one compiled call (numba), which
+is what makes the generator fast: well over 1000 images/s of 128 px on one core (run
+``benchmarks/bench_synthetic.py``). The first item of a fresh install compiles the rasteriser
+(a few seconds, once: numba caches it next to the module).
 
 Units: all coordinates are pixels of the generated image, pixel centres at integer coordinates
 (x = column, y = row). The body model is written in units of the standing height (head top to
@@ -45,6 +51,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cpm_lab import skeleton
+from cpm_lab.data import _raster
 
 #: ``scale`` in a sample is the person size in units of this many pixels (MPII convention:
 #: a box of side ``scale * SCALE_UNIT_PX`` pixels holds the standing person).
@@ -127,8 +134,8 @@ _SKIN = np.array([(0.96, 0.80, 0.69), (0.91, 0.72, 0.58), (0.78, 0.57, 0.44), (0
                   (0.45, 0.31, 0.22), (0.33, 0.22, 0.15)], dtype=np.float32)
 _HAIR = np.array([(0.08, 0.06, 0.05), (0.25, 0.15, 0.08), (0.45, 0.30, 0.15), (0.85, 0.72, 0.40),
                   (0.60, 0.25, 0.10), (0.65, 0.65, 0.65)], dtype=np.float32)
-_DARK = np.array((0.05, 0.04, 0.04), dtype=np.float32)
-_LIPS = np.array((0.55, 0.15, 0.15), dtype=np.float32)
+_DARK = tuple(np.array((0.05, 0.04, 0.04), dtype=np.float32).tolist())   # float32 values
+_LIPS = tuple(np.array((0.55, 0.15, 0.15), dtype=np.float32).tolist())
 
 
 @dataclass(frozen=True)
@@ -171,19 +178,11 @@ class _Figure:
 # Cached helpers. All caches are deterministic functions of their key.
 # ---------------------------------------------------------------------------------------------
 _TEX_PAD = 64
-#: ``SyntheticPoses.__getitems__`` renders items in groups of about this many pixels: enough to
-#: share the numpy calls of the limb rasteriser, few enough that its arrays stay in the CPU's
-#: cache (4 images of 128 x 128 px; images of 256 px and more one at a time).
-_RENDER_PIXELS = 4 * 128 * 128
+#: Grain of the distractors: layer 1 of the field, uncropped (the main figure uses layer 0 and
+#: the second person layer 2, each cropped at the figure's own offset).
+_DISTRACTOR_TEX = (1, 0, 0)
+_NO_NOISE = np.zeros((0, 0, 0), dtype=np.float32)
 _caches: dict[Any, np.ndarray] = {}
-
-
-def _arange(lo: int, hi: int) -> np.ndarray:
-    """float32 [lo, lo + 1, ..., hi - 1]: a view of one cached array that grows as needed."""
-    a = _caches.get("arange")
-    if a is None or len(a) < hi:
-        a = _caches["arange"] = np.arange(max(hi, 1024), dtype=np.float32)
-    return a[lo:hi]
 
 
 def _noise_field(size: int, amplitude: float = 1.0) -> np.ndarray:
@@ -197,36 +196,22 @@ def _noise_field(size: int, amplitude: float = 1.0) -> np.ndarray:
     return _caches[key]
 
 
-def _bilinear_index(size: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For bilinear resampling of k cells to ``size`` pixels, where pixel i reads cells lo[i]
-    and lo[i] + 1 (lo is non-decreasing): how many pixels read each left cell (k - 1,), so
-    that np.repeat(x, counts) == x[lo]; the weight of the right cell (size,) float32; and
-    that weight per row as a contiguous (size, size) array (a multiply by it runs as one long
-    loop instead of one short loop per row)."""
+def _bilinear_index(size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For bilinear resampling of k cells to ``size`` pixels (cell and pixel centres aligned,
+    edges clamped): pixel i reads cells lo[i] and lo[i] + 1 with weight w[i] on the second;
+    lo (size,) intp, w (size,) float32."""
     key = ("bilinear", size, k)
     if key not in _caches:
         pos = np.clip((np.arange(size) + 0.5) / size * k - 0.5, 0, k - 1)
         lo = np.minimum(np.floor(pos).astype(np.intp), k - 2)
-        w = (pos - lo).astype(np.float32)
-        _caches[key] = (np.bincount(lo, minlength=k - 1), w, np.repeat(w[:, None], size, axis=1))
+        _caches[key] = (lo, (pos - lo).astype(np.float32))
     return _caches[key]
 
 
 def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear upsampling of (3, k, k) to (3, size, size). Gathers and element-wise maths only:
-    BLAS matmul would be shorter but is multi-threaded and slow under load at these shapes."""
-    counts, w, w_rows = _bilinear_index(size, grid.shape[1])
-    # Interpolate along x at the small size, then along y; differences are taken at the small
-    # size so the full-size work is two contiguous row gathers, a multiply and an add. The
-    # gathers are repeats, which copy runs, rather than an index lookup per element (and the
-    # ndarray method, as the np.repeat function adds two Python-level calls).
-    step = grid[:, :, 1:] - grid[:, :, :-1]
-    rows = grid[:, :, :-1].repeat(counts, axis=2) + step.repeat(counts, axis=2) * w
-    step = rows[:, 1:] - rows[:, :-1]
-    out = step.repeat(counts, axis=1)
-    out *= w_rows
-    out += rows[:, :-1].repeat(counts, axis=1)   # = rows + step * w: addition commutes exactly
-    return out
+    """Bilinear upsampling of (3, k, k) float32 to (3, size, size) float32."""
+    lo, w = _bilinear_index(size, grid.shape[1])
+    return _raster.upsample(np.ascontiguousarray(grid), lo, w)
 
 
 def _cloth_colour(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -234,313 +219,24 @@ def _cloth_colour(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rasterisation primitives. Each paints into img (3, S, S) inside the shape's bounding box only
-# and returns (row slice, col slice, inside mask), or None if the shape misses the image. (A box
-# is all inside: its mask is the scalar True.)
-# Pixel (row r, col c) has its centre at x = c, y = r.
+# Queueing shapes for the rasteriser (cpm_lab.data._raster). A grain texture ``tex`` is given as
+# (layer, row offset, column offset) of the image's pixel (0, 0) in the grain field.
 # ---------------------------------------------------------------------------------------------
-def _bbox(img: np.ndarray, x0: float, x1: float, y0: float, y1: float):
-    size_y, size_x = img.shape[1], img.shape[2]
-    bx0, bx1 = max(math.floor(x0), 0), min(math.ceil(x1) + 1, size_x)
-    by0, by1 = max(math.floor(y0), 0), min(math.ceil(y1) + 1, size_y)
-    if bx0 >= bx1 or by0 >= by1:
-        return None
-    return by0, by1, bx0, bx1
+def _limb(shapes: _raster.Shapes, p0, p1, r0: float, r1: float, style: LimbStyle, tex=None,
+          shade: float = 0.35, tip=None) -> None:
+    """Tapered capsule from p0 (radius r0) to p1 (radius r1) in ``style``: the limb primitive.
+    ``tip`` = (t0, RGB) paints the part beyond fraction t0 of the axis (hand, shoe, hair cap)."""
+    shapes.capsule(p0, p1, r0, r1, style.colour, shade,
+                   (style.stripe_period, style.stripe_colour) if style.stripe_period > 0 else None,
+                   tip, (style.noise, *tex) if style.noise > 0 and tex is not None else None)
 
 
-class _Canvas:
-    """Painter's-algorithm canvas over img (3, S, S).
-
-    Draw calls are queued; :func:`_flush` computes the geometry and colour of every queued
-    capsule, of one canvas or of several, in ONE vectorised pass over the pixels of all their
-    bounding boxes, then paints each canvas's shapes in call order. Batching cuts the number
-    of numpy calls several-fold, which is what limits speed at these small array sizes.
-    """
-
-    def __init__(self, img: np.ndarray) -> None:
-        self.img = img
-        self._ops: list[tuple[Any, Any]] = []
-        self._caps: list[tuple] = []   # (style, tex, shade) of every queued capsule
-        # Where each capsule's pixels are in the flushed arrays: None if it misses the image,
-        # else (start, x0, y0, w, h); set by _capsule_geometry.
-        self._boxes: list[tuple | None] = []
-        # The capsules that touch the image, with their geometry: striped only, striped with a
-        # tip, tip only, plain (see _capsule_geometry).
-        self._groups: tuple[list, list, list, list] = ([], [], [], [])
-
-    def capsule(self, p0, p1, r0: float, r1: float, style: LimbStyle, tex=None, shade: float = 0.35,
-                tip=None) -> None:
-        """Tapered capsule from p0 (radius r0) to p1 (radius r1): the limb primitive.
-
-        Shaded darker towards the outline so it reads as a rounded body part; stripes run
-        across the axis; ``tip`` = (t0, RGB colour) paints the part beyond fraction t0 of the
-        axis in another colour (hand, shoe, hair cap).
-        """
-        k = len(self._caps)
-        self._ops.append((None, k))
-        self._caps.append((style, tex, shade))
-        self._boxes.append(None)
-        # Per-capsule scalars in plain Python floats (float64, like numpy's), which at ~20
-        # capsules per image is cheaper than ~30 numpy calls on (K,) arrays.
-        x0, y0, x1, y1 = float(p0[0]), float(p0[1]), float(p1[0]), float(p1[1])
-        rmax = r0 if r0 > r1 else r1
-        lo_x, hi_x = (x0, x1) if x0 < x1 else (x1, x0)
-        lo_y, hi_y = (y0, y1) if y0 < y1 else (y1, y0)
-        # Box [bx0, bx1) x [by0, by1) clipped to the image; empty if the capsule misses it.
-        size_y, size_x = self.img.shape[1:]
-        bx0, by0 = math.floor(lo_x - rmax), math.floor(lo_y - rmax)
-        bx1, by1 = math.ceil(hi_x + rmax) + 1, math.ceil(hi_y + rmax) + 1
-        bx0, by0 = (bx0 if bx0 > 0 else 0), (by0 if by0 > 0 else 0)
-        bx1, by1 = (bx1 if bx1 < size_x else size_x), (by1 if by1 < size_y else size_y)
-        if bx1 <= bx0 or by1 <= by0:
-            return
-        vx, vy = x1 - x0, y1 - y0
-        len2 = vx * vx + vy * vy
-        if len2 < 1e-6:   # a zero-length capsule (a disk) as a tiny segment
-            vx = 1e-3
-            len2 = vx * vx + vy * vy
-        length = math.sqrt(len2)
-        w, h = bx1 - bx0, by1 - by0
-        group = (tip is not None) if style.stripe_period > 0 else 3 - (tip is not None)
-        self._groups[group].append((
-            self._boxes, k, bx0, by0, w, h, w * h, style, tip, length,
-            # Per pixel: X0, A, C, len2, r1 - r0, r0, -shade, colour; per row: Y0, B, D.
-            # With xs = x + X0 and ys = y + Y0 relative to p0, xs * A + ys * B is the
-            # position along the axis and xs * C - ys * D the signed distance across it.
-            (bx0 - x0, vx / len2, vy / length, len2, r1 - r0, r0, -shade, *style.colour,
-             by0 - y0, vy / len2, vx / length)))
-
-    def call(self, fn, *args, **kwargs) -> None:
-        """Queue ``fn(img, *args, **kwargs)`` (a polygon, ellipse or box primitive)."""
-        self._ops.append((fn, (args, kwargs)))
-
-    def _paint(self, inside: np.ndarray | None, colours) -> None:
-        """Paint the queued shapes in call order, capsules from the flushed arrays."""
-        img, caps, boxes = self.img, self._caps, self._boxes
-        for fn, args in self._ops:
-            if fn is not None:
-                fn(img, *args[0], **args[1])
-                continue
-            box = boxes[args]   # a capsule: paint its box from the precomputed pixels
-            if box is None:
-                continue
-            s, x0, y0, w, h = box
-            style, tex, shade = caps[args]
-            colour = colours[shade > 0][:, s:s + w * h].reshape(3, h, w)
-            if style.noise > 0 and tex is not None:
-                colour = colour + style.noise * tex[y0:y0 + h, x0:x0 + w]
-            np.copyto(img[:, y0:y0 + h, x0:x0 + w], colour, where=inside[s:s + w * h].reshape(h, w))
-        self._ops, self._caps, self._boxes, self._groups = [], [], [], ([], [], [], [])
-
-
-def _flush(canvases: list[_Canvas]) -> None:
-    """Paint everything queued on ``canvases`` (the capsules of all of them in one pass)."""
-    inside, colours = _capsule_geometry(canvases)
-    for canvas in canvases:
-        canvas._paint(inside, colours)
-
-
-def _capsule_geometry(canvases: list[_Canvas]):
-    """Geometry and colour of every queued capsule that touches its image, in one pass.
-
-    The pixels of all bounding boxes are laid end to end ("ragged": box k, row by row, is the
-    slice [start, start + w * h)), so every step is one numpy call on flat arrays of the same
-    length, with no padding. Striped capsules come first and capsules with a tip next, so that
-    each of those colour steps works on one contiguous block. Fills each canvas's ``_boxes``
-    and returns (inside, colours): ``inside`` is bool (N,), ``colours`` = (unshaded, shaded)
-    float32 (3, N); (None, None) when no capsule touches an image.
-    """
-    groups: tuple[list, list, list, list] = ([], [], [], [])
-    for canvas in canvases:
-        for g, mine in zip(groups, canvas._groups):
-            g += mine
-    caps = groups[0] + groups[1] + groups[2] + groups[3]
-    if not caps:
-        return None, None
-    start = 0
-    for c in caps:   # c = (its canvas's _boxes, k, bx0, by0, w, h, w * h, ...)
-        c[0][c[1]] = (start, c[2], c[3], c[4], c[5])
-        start += c[6]
-    n = start
-    # (ndarray.repeat rather than np.repeat throughout: the function adds two Python calls.)
-    _, _, _, _, _, heights, size_list, styles, tips, lengths, params = zip(*caps)
-    sizes, heights = np.array(size_list), np.array(heights)
-    par = np.array(params, dtype=np.float32).T                # (13, K) scalars, in float32
-    pix = par[:10].repeat(sizes, axis=1)                      # (10, N): per-capsule scalars
-    row = par[10:].repeat(heights, axis=1)                    # (3, R), R rows in all
-    widths = (sizes // heights).repeat(heights)               # (R,) width of each row
-    # Local pixel coordinates within each box: exact small integers in float32.
-    row_start = heights.cumsum() - heights                    # first row of each box
-    pix_start = widths.cumsum() - widths                      # first pixel of each row
-    ys = _arange(0, len(widths)) - row_start.astype(np.float32).repeat(heights)
-    if n < 2 ** 24:
-        xs = _arange(0, n) - pix_start.astype(np.float32).repeat(widths)
-    else:
-        xs = (np.arange(n) - pix_start.repeat(widths)).astype(np.float32)
-    ys += row[0]
-    y_terms = (ys * row[1:]).repeat(widths, axis=1)           # (2, N): ys * B and ys * D
-    xs += pix[0]
-    q = xs * pix[1]
-    q += y_terms[0]                                           # along the axis, 0..1 between ends
-    t = q.clip(0.0, 1.0)                                      # = np.clip, minus a wrapper
-    d2 = xs * pix[2]
-    d2 -= y_terms[1]                                          # signed distance across the axis
-    d2 *= d2
-    q -= t                                                    # overshoot beyond an end cap
-    q *= q
-    q *= pix[3]
-    d2 += q                                                   # squared distance to the segment
-    rr = np.multiply(t, pix[4], out=q)                        # q is no longer needed
-    rr += pix[5]
-    rr *= rr
-    inside = d2 <= rr
-    d2 /= rr
-    d2 *= pix[6]
-    d2 += 1.0                                                 # shading factor
-
-    # Colours, float32 (3, N): stripes, then the tip over them, then the shading.
-    colour = pix[7:]
-    n_striped, n_tipped = len(groups[0]) + len(groups[1]), len(groups[1]) + len(groups[2])
-    if n_striped:
-        block = slice(0, sum(size_list[:n_striped]))
-        counts = sizes[:n_striped]
-        # The band phase is computed in float64 (float32 t times a float64 factor). As
-        # t >= 0, its fractional part phase % 1.0 equals phase - floor(phase) exactly, and
-        # the latter is much cheaper.
-        phase = np.array([lengths[i] / styles[i].stripe_period
-                          for i in range(n_striped)]).repeat(counts)
-        phase *= t[block]
-        phase -= np.floor(phase)
-        off = phase >= 0.5
-        second = np.array([styles[i].stripe_colour for i in range(n_striped)], dtype=np.float32)
-        np.copyto(colour[:, block], second.T.repeat(counts, axis=1), where=off)
-    if n_tipped:
-        first = len(groups[0])
-        block = slice(sum(size_list[:first]), sum(size_list[:first + n_tipped]))
-        counts = sizes[first:first + n_tipped]
-        # t0 rounded to float32, as numpy does when comparing float32 t with a float.
-        tip_from = np.array([tips[i][0] for i in range(first, first + n_tipped)],
-                            dtype=np.float32).repeat(counts)
-        tip_colour = np.array([tips[i][1] for i in range(first, first + n_tipped)],
-                              dtype=np.float32)
-        np.copyto(colour[:, block], tip_colour.T.repeat(counts, axis=1),
-                  where=t[block] > tip_from)
-    return inside, (colour, colour * d2)
-
-
-def _convex(img, pts, colour, alpha=1.0, bands=None, tex=None, noise=0.0, split=None):
-    """Filled convex polygon with vertices ``pts`` ((n, 2) array or sequence of (x, y) pairs)
-    in either winding. ``bands`` =
-    (origin, unit axis, period, colour2) paints stripes perpendicular to the axis; ``split`` =
-    (origin, unit axis, offset, colour2) paints colour2 where the projection on the axis is
-    below the offset."""
-    p = pts.tolist() if isinstance(pts, np.ndarray) else pts
-    xs_p, ys_p = [v[0] for v in p], [v[1] for v in p]
-    box = _bbox(img, min(xs_p), max(xs_p), min(ys_p), max(ys_p))
-    if box is None:
-        return None
-    by0, by1, bx0, bx1 = box
-    # Inside = on the inner side of every edge (xi, yi) -> (xj, yj): X * a + (Y * b + c) >= 0
-    # in float32, where (a, b, c) = (-dy, dx, -a * xi - b * yi) times the winding sign. Tested
-    # for all edges at once as X * a >= Y * -b - c, which is exactly equivalent: negation is
-    # exact, rounding is symmetric, and a float32 sum is >= 0 iff the exact sum is.
-    area, abc = 0, []
-    xi, yi = p[-1]
-    for xj, yj in p:
-        area += xi * yj - xj * yi
-        dx, dy = xj - xi, yj - yi
-        abc.append((dy, dx, dx * yi - dy * xi))   # (a, -b, c) for a negative winding sign
-        xi, yi = xj, yj
-    if area >= 0:   # exact: for a positive sign every coefficient is negated
-        abc = [(-a, -b, -c) for a, b, c in abc]
-    abc = np.array(abc, dtype=np.float32).T[:, :, None, None]   # (3, E, 1, 1)
-    X = _arange(bx0, bx1)
-    Y = _arange(by0, by1)[:, None]
-    inside = np.logical_and.reduce(X * abc[0] >= Y * abc[1] - abc[2], axis=0)
-    col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
-    region = img[:, by0:by1, bx0:bx1]
-    # Stripes (colour2 where ``off``), then the split (its colour2 where ``low``) over them.
-    off = low = None
-    if bands is not None:
-        (ox, oy), (ux, uy), period, colour2 = bands
-        phase = (X - ox) * (ux / period) + (Y - oy) * (uy / period)
-        # phase % 1.0 >= 0.5, as phase - floor(phase) (several times cheaper): both round the
-        # same exact fraction, also for negative phases (numpy's % adds 1 to a negative fmod).
-        phase -= np.floor(phase)
-        off = phase >= 0.5
-        col2 = np.asarray(colour2, dtype=np.float32).reshape(3, 1, 1)
-    if split is not None:
-        (ox, oy), (ux, uy), offset, colour3 = split
-        low = (X - ox) * ux + (Y - oy) * uy < offset
-        col3 = np.asarray(colour3, dtype=np.float32).reshape(3, 1, 1)
-    if alpha >= 1.0 and not (noise > 0 and tex is not None):
-        # Opaque and untextured: paint each colour through its own mask, which is cheaper
-        # than building the (3, h, w) colour image.
-        np.copyto(region, col, where=inside)
-        if off is not None:
-            np.copyto(region, col2, where=np.logical_and(inside, off))
-        if low is not None:
-            np.copyto(region, col3, where=np.logical_and(inside, low))
-        return slice(by0, by1), slice(bx0, bx1), inside
-    if off is not None:
-        col = np.where(off, col2, col)
-    if low is not None:
-        col = np.where(low, col3, col)
-    if noise > 0 and tex is not None:
-        col = col + noise * tex[by0:by1, bx0:bx1]
-    if alpha < 1.0:
-        col = region * (1.0 - alpha) + col * alpha
-    np.copyto(region, col, where=inside)
-    return slice(by0, by1), slice(bx0, bx1), inside
-
-
-def _ellipse(img, cx, cy, a, b, angle, colour, alpha=1.0):
-    """Filled ellipse centred at (cx, cy) with semi-axes a (along ``angle`` radians) and b."""
-    r = max(a, b)
-    box = _bbox(img, cx - r, cx + r, cy - r, cy + r)
-    if box is None:
-        return None
-    by0, by1, bx0, bx1 = box
-    X = _arange(bx0, bx1) - cx
-    Y = _arange(by0, by1)[:, None] - cy
-    c, s = math.cos(angle), math.sin(angle)
-    # u = X * (c / a) + Y * (s / a) and v = X * (-s / b) + Y * (c / b), stacked as uv[0], uv[1].
-    coef = np.array(((c / a, -s / b), (s / a, c / b)), dtype=np.float32)[:, :, None, None]
-    uv = X * coef[0] + Y * coef[1]
-    uv *= uv
-    inside = uv[0] + uv[1] <= 1.0
-    col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
-    region = img[:, by0:by1, bx0:bx1]
-    if alpha < 1.0:
-        col = region * (1.0 - alpha) + col * alpha
-    np.copyto(region, col, where=inside)
-    return slice(by0, by1), slice(bx0, bx1), inside
-
-
-def _box(img, x0, y0, x1, y1, colour, alpha=1.0):
-    """Axis-aligned filled rectangle [x0, x1] x [y0, y1]: a plain slice assignment."""
-    box = _bbox(img, math.ceil(x0), math.floor(x1), math.ceil(y0), math.floor(y1))
-    if box is None:
-        return None
-    by0, by1, bx0, bx1 = box
-    col = np.asarray(colour, dtype=np.float32).reshape(3, 1, 1)
-    region = img[:, by0:by1, bx0:bx1]
-    region[...] = col if alpha >= 1.0 else region * (1.0 - alpha) + col * alpha
-    return slice(by0, by1), slice(bx0, bx1), True
-
-
-def _pixel(img: np.ndarray, p, colour) -> None:
-    x, y = math.floor(p[0] + 0.5), math.floor(p[1] + 0.5)
-    if 0 <= x < img.shape[2] and 0 <= y < img.shape[1]:
-        img[:, y, x] = colour
-
-
-def _dot(canvas: _Canvas, p, radius: float, colour) -> None:
+def _dot(shapes: _raster.Shapes, p, radius: float, colour) -> None:
     """A small mark (eye, mouth): one pixel when tiny, a disk otherwise."""
     if radius < 1.2:
-        canvas.call(_pixel, p, colour)
+        shapes.pixel(p, colour)
     else:
-        canvas.capsule(p, p, radius, radius, _plain(colour), shade=0)
+        shapes.capsule(p, p, radius, radius, colour, shade=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,37 +373,35 @@ def _comb(p, *terms) -> tuple[float, float]:
 _HAND_LEN, _FOOT_LEN = 0.045, 0.05
 
 
-def _chain(canvas: _Canvas, p0, p1, p2, kinds: tuple[str, str], styles: dict[str, LimbStyle],
+def _chain(shapes: _raster.Shapes, p0, p1, p2, kinds: tuple[str, str], styles: dict[str, LimbStyle],
            w: float, end: LimbStyle | None, end_len: float, tex) -> None:
     """Two limb segments p0 -> p1 -> p2; the second continues ``end_len`` pixels past p2 in
     the ``end`` style (hand or shoe), so the joint p2 lies where the two colours meet."""
     r0, r1 = _SEG_RADIUS[kinds[0]]
-    canvas.capsule(p0, p1, r0 * w, r1 * w, styles[kinds[0]], tex)
+    _limb(shapes, p0, p1, r0 * w, r1 * w, styles[kinds[0]], tex)
     r0, r1 = _SEG_RADIUS[kinds[1]]
     seg = (p2[0] - p1[0], p2[1] - p1[1])
     seg_len = math.hypot(*seg)
     if end is None or seg_len < 1e-6:
-        canvas.capsule(p1, p2, r0 * w, r1 * w, styles[kinds[1]], tex)
+        _limb(shapes, p1, p2, r0 * w, r1 * w, styles[kinds[1]], tex)
         return
     full = seg_len + end_len
     r_end = max(r0 + (r1 - r0) * full / seg_len, 1.1 * r1)
-    canvas.capsule(p1, _comb(p1, (full / seg_len, seg)), r0 * w, r_end * w, styles[kinds[1]], tex,
-                   tip=(seg_len / full, end.colour))
+    _limb(shapes, p1, _comb(p1, (full / seg_len, seg)), r0 * w, r_end * w, styles[kinds[1]], tex,
+          tip=(seg_len / full, end.colour))
 
 
-def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
+def _draw_figure(shapes: _raster.Shapes, fig: _Figure, layer: int) -> None:
     """Queue one person on ``canvas``: legs, torso, neck and head, then arms (so they can cross
     in front of the torso). Left and right sides are painted identically, in random order."""
-    size_y, size_x = canvas.img.shape[1:]
-    oy, ox = fig.tex_offset
-    tex = tex[oy:oy + size_y, ox:ox + size_x]
+    tex = (layer, *fig.tex_offset)   # the figure's grain: its own crop of one layer
     j = fig.joints.tolist()   # [x, y] pairs
     h = fig.height_px
     w = fig.width * h
     styles = fig.segment_styles
 
     for (hp, kn, k1), (_, an, k2) in (_LEGS if fig.right_first[1] else _LEGS[::-1]):
-        _chain(canvas, j[hp], j[kn], j[an], (k1, k2), styles, w, fig.shoe, _FOOT_LEN * h, tex)
+        _chain(shapes, j[hp], j[kn], j[an], (k1, k2), styles, w, fig.shoe, _FOOT_LEN * h, tex)
 
     # Torso: one quadrilateral from the shoulders down over the hip joints; shirt above the
     # waist, trousers below it; shirt stripes run across the spine.
@@ -727,7 +421,8 @@ def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
     st = fig.torso
     bands = (j[12], up, st.stripe_period, st.stripe_colour) if st.stripe_period else None
     waist = (pelvis, up, 0.22 * math.hypot(*spine), fig.trousers.colour)
-    canvas.call(_convex, torso_poly, st.colour, bands=bands, tex=tex, noise=st.noise, split=waist)
+    shapes.convex(torso_poly, st.colour, bands=bands, split=waist,
+                  grain=(st.noise, *tex) if st.noise > 0 else None)
     if not fig.facing_away:
         # Second facing cue, torso-sized so that context can carry it to every limb: a V-neck
         # opening in skin colour, seen only from the front (the back of a shirt is plain).
@@ -738,27 +433,27 @@ def _draw_figure(canvas: _Canvas, fig: _Figure, tex: np.ndarray) -> None:
             _comb(mid, (0.45, (j[9][0] - mid[0], j[9][1] - mid[1])), (top, up)),
             _comb(mid, (-0.3 * math.hypot(*spine), up)),
         ]
-        canvas.call(_convex, collar, fig.skin.colour)
+        shapes.convex(collar, fig.skin.colour)
 
     # Neck, then the head: an egg-shaped capsule from chin to crown. The facing cue: facing the
     # viewer, a skin-coloured face with eyes and mouth under a hair cap; facing away, all hair.
     hl = math.hypot(j[12][0] - j[13][0], j[12][1] - j[13][1])
     hd = _unit((j[12][0] - j[13][0], j[12][1] - j[13][1]))    # head top -> neck
     hp_ = (-hd[1], hd[0])
-    canvas.capsule(j[12], _comb(j[13], (0.62 * hl, hd)), 0.028 * w, 0.028 * w, fig.skin, shade=0)
+    _limb(shapes, j[12], _comb(j[13], (0.62 * hl, hd)), 0.028 * w, 0.028 * w, fig.skin, shade=0)
     r_top, r_chin = 0.3 * hl, 0.22 * hl
     crown, chin = _comb(j[13], (r_top, hd)), _comb(j[13], (0.74 * hl - r_chin, hd))
     if fig.facing_away:
-        canvas.capsule(chin, crown, r_chin, r_top, fig.hair, shade=0.25)
+        _limb(shapes, chin, crown, r_chin, r_top, fig.hair, shade=0.25)
     else:
-        canvas.capsule(chin, crown, r_chin, r_top, fig.skin, shade=0.25, tip=(0.62, fig.hair.colour))
+        _limb(shapes, chin, crown, r_chin, r_top, fig.skin, shade=0.25, tip=(0.62, fig.hair.colour))
         eye_c = _comb(j[13], (0.42 * hl, hd))
         for s in (-0.12, 0.12):
-            _dot(canvas, _comb(eye_c, (s * hl, hp_)), 0.055 * hl, _DARK)
-        _dot(canvas, _comb(j[13], (0.6 * hl, hd)), 0.045 * hl, _LIPS)
+            _dot(shapes, _comb(eye_c, (s * hl, hp_)), 0.055 * hl, _DARK)
+        _dot(shapes, _comb(j[13], (0.6 * hl, hd)), 0.045 * hl, _LIPS)
 
     for (sh, el, k1), (_, wr, k2) in (_ARMS if fig.right_first[0] else _ARMS[::-1]):
-        _chain(canvas, j[sh], j[el], j[wr], (k1, k2), styles, w, fig.skin, _HAND_LEN * h, tex)
+        _chain(shapes, j[sh], j[el], j[wr], (k1, k2), styles, w, fig.skin, _HAND_LEN * h, tex)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -866,34 +561,24 @@ class SyntheticPoses(Dataset):
         return i
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._items([self._check_index(index)])[0]
-
-    def __getitems__(self, indices) -> list[dict[str, Any]]:
-        """Items ``indices`` at once, each exactly as ``self[i]``; what a ``DataLoader`` asks
-        for when it builds a batch. Rendering them together is faster per item: the limbs of a
-        few images at a time are rasterised in one pass."""
-        return self._items([self._check_index(i) for i in indices])
-
-    def _items(self, indices: list[int]) -> list[dict[str, Any]]:
-        items = []
-        for i, (image, kp, meta) in zip(indices, self._render(indices)):
-            joints = kp[:, :2]
-            centre = (np.minimum.reduce(joints) + np.maximum.reduce(joints)) / 2   # = min(0), max(0)
-            items.append({
-                "image": torch.from_numpy(image),
-                "keypoints": torch.from_numpy(kp),
-                "center": torch.from_numpy(centre),   # float32, like the keypoints
-                "scale": torch.from_numpy(np.array(meta["height_px"] / SCALE_UNIT_PX, dtype=np.float32)),
-                "index": i,
-            })
-        return items
+        i = self._check_index(index)
+        image, kp, meta = self._render(i)
+        joints = kp[:, :2]
+        centre = (np.minimum.reduce(joints) + np.maximum.reduce(joints)) / 2   # = min(0), max(0)
+        return {
+            "image": torch.from_numpy(image),
+            "keypoints": torch.from_numpy(kp),
+            "center": torch.from_numpy(centre),   # float32, like the keypoints
+            "scale": torch.from_numpy(np.array(meta["height_px"] / SCALE_UNIT_PX, dtype=np.float32)),
+            "index": i,
+        }
 
     def meta(self, index: int) -> dict[str, Any]:
         """What was drawn for item ``index`` (renders it): ``facing_away`` (bool), ``height_px``
         (standing height), ``n_distractors``, ``n_occluders``, ``second_person`` (bool) and
         ``limb_styles`` (the :class:`LimbStyle` of each of the eight limbs, keyed by
         (parent, child) joint indices as in ``skeleton.LIMBS``)."""
-        return self._render([self._check_index(index)], limb_styles=True)[0][2]
+        return self._render(self._check_index(index), limb_styles=True)[2]
 
     def _sample_scene(self, index: int) -> tuple:
         """Every random draw of item ``index``, in a fixed order: the main figure first."""
@@ -922,59 +607,36 @@ class SyntheticPoses(Dataset):
         offsets = rng.integers(0, _TEX_PAD, 3).tolist()   # noise crop (oy, ox) and sign
         return fig, occ_u, second, dis_u, bg_u, grid, detail, offsets
 
-    def _render(self, indices: list[int], limb_styles: bool = False
-                ) -> list[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
-        """(image (3, S, S) float32, keypoints (14, 3) float32, meta) of each item; the limbs
-        of a few items at a time (see _RENDER_PIXELS) are rasterised in one pass."""
-        chunk = max(1, _RENDER_PIXELS // self.image_size ** 2)
-        out = []
-        for c in range(0, len(indices), chunk):
-            out += self._render_chunk(indices[c:c + chunk], limb_styles)
-        return out
-
-    def _render_chunk(self, indices: list[int], limb_styles: bool):
-        """Items ``indices`` as in :meth:`_render`, their capsules flushed together."""
+    def _render(self, index: int, limb_styles: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """(image (3, S, S) float32, keypoints (14, 3) float32, meta) of item ``index``."""
         size, k = self.image_size, self.knobs
-        scenes = [self._sample_scene(i) for i in indices]
-        tex = _noise_field(size)
-        canvases = []
-        for fig, _, second, dis_u, bg_u, grid, detail, _ in scenes:
-            canvas = _Canvas(self._background(grid, detail))
-            for u in bg_u:
-                self._clutter(canvas, u)
-            for u in dis_u:
-                self._distractor(canvas, fig, u, tex[1])
-            if second is not None:
-                _draw_figure(canvas, second, tex[2])
-            _draw_figure(canvas, fig, tex[0])
-            canvases.append(canvas)
-        _flush(canvases)
-
-        out = []
-        for canvas, (fig, occ_u, second, dis_u, *_, (oy, ox, sign)) in zip(canvases, scenes):
-            img = canvas.img
-            occluded = np.zeros((size, size), dtype=bool) if occ_u else None
-            for u in occ_u:
-                self._occluder(img, fig, u, occluded)
-            if k["noise"] > 0:
-                noise = _noise_field(size, k["noise"])[:, oy:oy + size, ox:ox + size]
-                if sign % 2:
-                    img += noise
-                else:
-                    img -= noise
-            img.clip(0.0, 1.0, out=img)
-            # Visible = the joint's nearest pixel is inside the image and not occluded.
-            kp = np.empty((len(fig.joints), 3), dtype=np.float32)
-            kp[:, :2] = fig.joints
-            kp[:, 2] = [0 <= c < size and 0 <= r < size and (occluded is None or not occluded[r, c])
-                        for c, r in ((math.floor(x + 0.5), math.floor(y + 0.5))
-                                     for x, y in fig.joints.tolist())]
-            meta = {"facing_away": fig.facing_away, "height_px": fig.height_px, "n_occluders": len(occ_u),
-                    "n_distractors": len(dis_u), "second_person": second is not None}
-            if limb_styles:
-                meta["limb_styles"] = fig.limb_styles()
-            out.append((img, kp, meta))
-        return out
+        fig, occ_u, second, dis_u, bg_u, grid, detail, (oy, ox, sign) = self._sample_scene(index)
+        shapes = _raster.Shapes(size)
+        for u in bg_u:
+            self._clutter(shapes, u)
+        for u in dis_u:
+            self._distractor(shapes, fig, u)
+        if second is not None:
+            _draw_figure(shapes, second, 2)
+        _draw_figure(shapes, fig, 0)
+        for u in occ_u:
+            self._occluder(shapes, fig, u)
+        img = self._background(grid, detail)
+        occluded = np.zeros((size, size) if occ_u else (0, 0), dtype=bool)
+        noise = _noise_field(size, k["noise"]) if k["noise"] > 0 else _NO_NOISE
+        _raster.paint(img, shapes.table(), _noise_field(size), occluded, noise, oy, ox, sign % 2 == 1)
+        # Visible = the joint's nearest pixel is inside the image and not occluded.
+        kp = np.empty((len(fig.joints), 3), dtype=np.float32)
+        kp[:, :2] = fig.joints
+        kp[:, 2] = [0 <= c < size and 0 <= r < size and (not occ_u or not occluded[r, c])
+                    for c, r in ((math.floor(x + 0.5), math.floor(y + 0.5))
+                                 for x, y in fig.joints.tolist())]
+        meta = {"facing_away": fig.facing_away, "height_px": fig.height_px, "n_occluders": len(occ_u),
+                "n_distractors": len(dis_u), "second_person": second is not None}
+        if limb_styles:
+            meta["limb_styles"] = fig.limb_styles()
+        return img, kp, meta
 
     # --- layers ------------------------------------------------------------------------------
     def _background(self, grid: np.ndarray, detail: np.ndarray) -> np.ndarray:
@@ -986,7 +648,7 @@ class SyntheticPoses(Dataset):
         detail = 0.25 * detail[:1] + 0.12 * detail[1:] - 0.185   # mostly brightness, ~zero mean
         return _upsample(_upsample(grid, 8) + detail, self.image_size)
 
-    def _clutter(self, canvas: _Canvas, u: list[float]) -> None:
+    def _clutter(self, shapes: _raster.Shapes, u: list[float]) -> None:
         """One non-limb shape: ellipse, box or triangle, possibly translucent."""
         size = self.image_size
         colour = colorsys.hsv_to_rgb(u[0], 0.8 * u[1], 0.2 + 0.75 * u[2])
@@ -996,9 +658,9 @@ class SyntheticPoses(Dataset):
         alpha = 1.0 if u[8] < 0.6 else 0.4 + 0.4 * u[8]
         kind = u[9]
         if kind < 0.35:
-            canvas.call(_ellipse, cx, cy, a, b, ang, colour, alpha)
+            shapes.ellipse(cx, cy, a, b, ang, colour, alpha)
         elif kind < 0.7:
-            canvas.call(_box, cx - a, cy - b, cx + a, cy + b, colour, alpha)
+            shapes.box(cx - a, cy - b, cx + a, cy + b, colour, alpha)
         else:
             c, s = math.cos(ang), math.sin(ang)
             if kind < 0.85:   # rotated box
@@ -1006,9 +668,9 @@ class SyntheticPoses(Dataset):
             else:             # triangle
                 corners = [(-a, b), (a, b), (0.4 * (a - b), -b)]
             pts = [(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners]
-            canvas.call(_convex, pts, colour, alpha)
+            shapes.convex(pts, colour, alpha)
 
-    def _distractor(self, canvas: _Canvas, fig: _Figure, u: list[float], tex: np.ndarray) -> None:
+    def _distractor(self, shapes: _raster.Shapes, fig: _Figure, u: list[float]) -> None:
         """A limb look-alike anywhere in the image: one or two tapered segments in the figure's
         own arm or leg style, the two-segment ones often ending in a hand or shoe."""
         size = self.image_size
@@ -1026,15 +688,17 @@ class SyntheticPoses(Dataset):
         p1 = _comb(p0, (_SEG_LEN[kinds[0]] * h * (0.7 + 0.5 * u[8]), (math.cos(ang), math.sin(ang))))
         if u[4] < 0.35:
             r0, r1 = _SEG_RADIUS[kinds[0]]
-            canvas.capsule(p0, p1, r0 * w, r1 * w, styles[kinds[0]], tex)
+            _limb(shapes, p0, p1, r0 * w, r1 * w, styles[kinds[0]], _DISTRACTOR_TEX)
             return
         ang += (1 if u[10] < 0.5 else -1) * math.radians(20 + 100 * u[11])
         p2 = _comb(p1, (_SEG_LEN[kinds[1]] * h * (0.7 + 0.5 * u[9]), (math.cos(ang), math.sin(ang))))
         end = (fig.skin if arm else fig.shoe) if u[7] < 0.7 else None
-        _chain(canvas, p0, p1, p2, kinds, styles, w, end, (_HAND_LEN if arm else _FOOT_LEN) * h, tex)
+        _chain(shapes, p0, p1, p2, kinds, styles, w, end, (_HAND_LEN if arm else _FOOT_LEN) * h,
+               _DISTRACTOR_TEX)
 
-    def _occluder(self, img: np.ndarray, fig: _Figure, u: list[float], occluded: np.ndarray) -> None:
-        """A box or ellipse over a random joint of the main figure; marks its pixels in ``occluded``."""
+    def _occluder(self, shapes: _raster.Shapes, fig: _Figure, u: list[float]) -> None:
+        """A box or ellipse over a random joint of the main figure; its pixels are marked as
+        occluding."""
         size = self.image_size
         target = fig.joints[int(u[0] * skeleton.NUM_JOINTS)]
         cx = float(target[0]) + 0.06 * size * (2 * u[1] - 1)
@@ -1043,12 +707,9 @@ class SyntheticPoses(Dataset):
         ang = math.pi * u[5]
         colour = colorsys.hsv_to_rgb(u[6], 0.6 * u[7], 0.25 + 0.6 * u[6])
         if u[7] < 0.5:
-            hit = _ellipse(img, cx, cy, a, b, ang, colour)
+            shapes.ellipse(cx, cy, a, b, ang, colour, mark=True)
         else:
             c, s = math.cos(ang), math.sin(ang)
             pts = [(cx + c * x - s * y, cy + s * x + c * y)
                    for x, y in ((-a, -b), (a, -b), (a, b), (-a, b))]
-            hit = _convex(img, pts, colour)
-        if hit is not None:
-            ys, xs, inside = hit
-            occluded[ys, xs] |= inside
+            shapes.convex(pts, colour, mark=True)
