@@ -16,7 +16,7 @@ column  meaning
         field of the image's pixel (0, 0)
 ======  ===================================================================================
 
-and the columns from 14 on are the kind's own (see the ``*_`` constants). Pixel (row r,
+and the columns from 14 on are the kind's own (offsets ``_CAP*``, ``_POLY_*`` and ``_ELL``). Pixel (row r,
 column c) has its centre at x = c, y = r.
 
 Arithmetic is float32 unless a comment says otherwise, one IEEE operation at a time in a
@@ -58,11 +58,11 @@ def _blend(img, y, x, c0, c1, c2, alpha):
 
 @numba.njit(cache=True, nogil=True)
 def paint(img, ops, tex, mask, noise, noise_y, noise_x, noise_add):
-    """Paint the shapes ``ops`` (K, WIDTH) float64 into ``img`` (3, S, S) float32 in row order,
-    mark the pixels of the shapes flagged in column 5 in ``mask`` (S, S) bool, then add (if
-    ``noise_add``) or subtract ``noise[:, noise_y:noise_y + S, noise_x:noise_x + S]`` when
-    ``noise`` is not empty, and clip to [0, 1]. ``tex`` (L, >= S, >= S) float32 is the grain
-    field the shapes' grain offsets point into."""
+    """Paint the shapes ``ops`` (K, WIDTH) float64 into ``img`` (3, S, S) float32 in row order
+    and mark the pixels of those flagged in column 5 in ``mask`` (S, S) bool (may be (0, 0)
+    when none is flagged). Then, if ``noise`` is not empty, add (``noise_add``) or subtract
+    ``noise[:, noise_y:noise_y + S, noise_x:noise_x + S]``; finally clip to [0, 1]. ``tex``
+    (L, >= S, >= S) float32 is the grain field that the shapes' grain offsets point into."""
     zero, one = _f32(0.0), _f32(1.0)
     for k in range(ops.shape[0]):
         op = ops[k]
@@ -269,6 +269,8 @@ class Shapes:
         stripes across the axis; ``split`` = (origin, unit axis, offset, RGB) paints RGB where
         the projection on the axis is below the offset, over the stripes."""
         p = pts.tolist() if isinstance(pts, np.ndarray) else pts
+        if not 3 <= len(p) <= 4:
+            raise ValueError(f"a convex shape has 3 or 4 vertices, got {len(p)}")
         xs_p, ys_p = [v[0] for v in p], [v[1] for v in p]
         box = _bbox(self.size, min(xs_p), max(xs_p), min(ys_p), max(ys_p))
         if box is None:
