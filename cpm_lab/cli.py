@@ -268,7 +268,7 @@ def _train(args: argparse.Namespace) -> int:
             final = (evals[evals["step"] == config.steps].drop(columns="step") if len(evals)
                      and (evals["step"] == config.steps).any() else trainer.evaluate(eval_set))
             final.to_csv(os.path.join(out, "eval.csv"), index=False)
-            print(format_pck_table(final, title=f"held-out {args.data} (test split, {len(eval_set)} images) "
+            print(format_pck_table(final, title=f"held-out {eval_set.split_description}, {len(eval_set)} images, "
                                                 f"after {config.steps} steps, {elapsed:.1f} s of training"))
             print(f"wrote {out}/config.json, history.csv, checkpoint.pt, eval.csv")
     finally:
@@ -364,8 +364,8 @@ def _eval(args: argparse.Namespace) -> int:
         dataset = make_dataset(args.data, image_size, split=args.split, seed=seed, length=size)
         baseline = MeanPoseBaseline().fit(train_set)
         table = baseline.evaluate(dataset, normalize=args.normalize)
-        title = (f"mean-pose baseline (fitted on {len(train_set)} {args.data} train items) on {args.data} "
-                 f"{args.split} split, {len(dataset)} images, {image_size} px crops")
+        title = (f"mean-pose baseline (fitted on {len(train_set)} items of {train_set.split_description}) on "
+                 f"{dataset.split_description}, {len(dataset)} images, {image_size} px crops")
     else:
         from .metrics import evaluate
         from .train import load_model, read_checkpoint
@@ -381,7 +381,7 @@ def _eval(args: argparse.Namespace) -> int:
         extras = ", flip" if args.flip else ""
         extras += f", scales {args.scales}" if args.scales else ""
         title = (f"{args.checkpoint} (preset {model.config.name!r}, step {ckpt['step']}) "
-                 f"on {args.data} {args.split} split, {len(dataset)} images{extras}")
+                 f"on {dataset.split_description}, {len(dataset)} images{extras}")
     print(format_pck_table(table, title=title))
     print()
     print(format_part_table(table))

@@ -90,6 +90,7 @@ def test_train_writes_outputs_and_eval_reads_them(tmp_path, capsys):
     code, stdout, err = run(capsys, "train", "--preset", "tiny", "--data", "synthetic:easy", "--steps", 2,
                             "--out", out, *FAST)
     assert code == 0, err
+    assert "held-out synthetic easy test split (seed 20000003), " in stdout   # the final table's title
     assert {"config.json", "history.csv", "checkpoint.pt", "eval.csv"} <= set(os.listdir(out))
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == "tiny" and config["train"]["steps"] == 2 and config["train"]["batch_size"] == 2
@@ -134,6 +135,13 @@ def test_stop_and_resume(tmp_path, capsys):
     # ... and so is switching augmentation on for a run trained without it
     code, _, err = run(capsys, *args, "--resume", "--augment")
     assert_one_line_error(code, err, "--resume", "augmentation off", "--no-augment")
+
+
+def test_lspet_test_split_falling_back_to_val_images_says_so(lspet_dir):
+    with pytest.warns(UserWarning, match="LSPet test images 9001-10000 are not in"):
+        ds = make_dataset(f"lspet:{lspet_dir}", 32, "test", length=2)
+    assert len(ds) == 2 and ds.split_description == "LSPet images 8001-8004"
+    assert make_dataset(f"lspet:{lspet_dir}", 32, "train").split_description == "LSPet images 1-8000"
 
 
 @pytest.mark.filterwarnings("ignore:.*LSPet test images")  # 8004 entries: the test split falls back to val
@@ -185,7 +193,8 @@ def test_eval_mean_pose_matches_the_baseline_computed_directly(lspet_dir, tmp_pa
     code, stdout, err = run(capsys, "eval", "--mean-pose", "--data", "synthetic:easy", "--size", 4,
                             "--fit-size", 6)
     assert code == 0, err
-    assert "fitted on 6 synthetic:easy train items" in stdout and "4 images" in stdout
+    assert "fitted on 6 items of synthetic easy train split (seed 0)" in stdout
+    assert "on synthetic easy test split (seed 20000003), 4 images" in stdout
 
 
 def test_bad_arguments_give_one_line(tmp_path, capsys):

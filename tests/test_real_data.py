@@ -294,10 +294,13 @@ def test_make_dataset_specs_for_real_data(tmp_path, lspet_dir):
     assert isinstance(ds, LSP) and ds.numbers.tolist() == [1, 2, 3] and ds.image_size == 32
     with pytest.raises(ValueError, match="start"):
         make_dataset(f"lspet:{lspet_dir}", 32, "val")  # 8001-9000 are not in a 5-image file
+    assert ds.split_description == "LSPet images 1-5"   # the split's images; length keeps the first 3
     d, _ = write_coco(tmp_path)
-    assert len(make_dataset(f"coco:{d / 'ann.json'}", 32, "test")) == 2
+    coco = make_dataset(f"coco:{d / 'ann.json'}", 32, "test")
+    assert len(coco) == 2 and coco.split_description == "COCO ann.json"
     m, _ = write_mpii(tmp_path)
-    assert make_dataset(f"mpii:{m / 'ann.json'}", 32).num_parts == 14
+    mpii = make_dataset(f"mpii:{m / 'ann.json'}", 32)
+    assert mpii.num_parts == 14 and mpii.split_description == "MPII ann.json"
     with pytest.raises(FileNotFoundError, match="nope.json"):
         make_dataset(f"coco:{tmp_path / 'nope.json'}", 32)
 

@@ -68,6 +68,11 @@ def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0
             the whole split (a given length keeps its first ``length`` items).
         cache: real data only: keep decoded crops in memory as uint8 (see the module
             docstring); ignored for synthetic data, which is generated on the fly.
+
+    The dataset's ``split_description`` attribute names the images it serves, for titles:
+    e.g. "synthetic standard test split (seed 20000003)", "LSPet images 8001-9000" (also when
+    the test split fell back to them) or "MPII valid.json".
+
     Raises:
         ValueError naming the spec and what was expected.
     """
@@ -84,7 +89,9 @@ def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0
         n = DEFAULT_LENGTH[split] if length is None else int(length)
         if n < 1:
             raise ValueError(f"length must be >= 1, got {length}")
-        return SyntheticPoses(n, image_size, difficulty, seed=int(seed) + SPLIT_SEED_OFFSET[split])
+        ds = SyntheticPoses(n, image_size, difficulty, seed=int(seed) + SPLIT_SEED_OFFSET[split])
+        ds.split_description = f"synthetic {difficulty} {split} split (seed {ds.seed})"
+        return ds
     if kind in REAL_KINDS:
         return _real_dataset(spec, kind, args, image_size, split, length, cache)
     raise ValueError(f"bad data spec {spec!r}: unknown dataset {kind!r}; expected {SPEC_HELP}")
@@ -118,6 +125,7 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
         if kind == "lsp":
             start, end = (1, 1000) if split == "train" else (1001, 2000)
             ds = LSP(root, image_size, start, end, cache=cache)
+            described = f"LSP images {start}-{end}"
         else:
             ranges = {"train": (1, 8000), "val": (8001, 9000), "test": (9001, 10000)}
             total = _lsp_total(root)  # how many images this copy's joints.mat holds
@@ -127,6 +135,7 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
                               f"as an unseen test set); using the validation images 8001-9000", stacklevel=3)
                 start, end = ranges["val"]
             ds = LSP(root, image_size, start, min(end, total), cache=cache)
+            described = f"LSPet images {start}-{min(end, total)}"
     else:
         if arg is not None:
             if not arg.is_file():
@@ -142,10 +151,12 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
             raise FileNotFoundError(f"data spec {spec!r}: annotation file not found: {ann} (give the file "
                                     f"as {kind}:PATH.json or set CPM_LAB_DATA)")
         ds = (MPII if kind == "mpii" else COCOKeypoints)(ann, images, image_size, cache=cache)
+        described = f"{kind.upper()} {ann.name}"
     if length is not None:
         if int(length) < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         ds = ds.select(range(min(int(length), len(ds))))
+    ds.split_description = described
     return ds
 
 
