@@ -135,16 +135,22 @@ def _pick_stages(histograms: pd.DataFrame, strategies: Sequence[str], num_stages
     return int(both.idxmax())
 
 
+def _bins(edges: np.ndarray, bin_left: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The len(edges) + 1 bins of ``edges`` (the underflow bin [0, edges[0]), one bin per pair
+    of edges, the overflow bin [edges[-1], inf)) as (left, right) edge arrays, and the index of
+    the bin whose left edge each of ``bin_left`` is (up to float rounding)."""
+    left, right = np.concatenate([[0.0], edges]), np.concatenate([edges, [np.inf]])
+    return left, right, np.clip(np.searchsorted(left, bin_left * (1 - 1e-6)), 0, len(left) - 1)
+
+
 def _bin_edges(h: pd.DataFrame) -> np.ndarray:
     """The magnitude edges the stored histograms ``h`` were counted with: DEFAULT_BIN_EDGES if
-    every stored bin is one of its bins (the underflow bin [0, edges[0]), one bin per pair of
-    edges, the overflow bin [edges[-1], inf)), else (custom edges, or an older default) the
-    edges found in the table, where a run of left-out empty bins merges into one."""
+    every stored bin is one of its bins, else (custom edges, or an older default) the edges
+    found in the table, where a run of left-out empty bins merges into one."""
     left_obs = h["bin_left"].to_numpy(dtype=float)
     right_obs = h["bin_right"].to_numpy(dtype=float)
     edges = np.asarray(DEFAULT_BIN_EDGES, dtype=float)
-    left, right = np.concatenate([[0.0], edges]), np.concatenate([edges, [np.inf]])
-    pos = np.clip(np.searchsorted(left, left_obs * (1 - 1e-6)), 0, len(left) - 1)
+    left, right, pos = _bins(edges, left_obs)
     if (np.allclose(left[pos], left_obs, rtol=1e-3, atol=0)
             and np.allclose(right[pos], right_obs, rtol=1e-3, atol=0)):   # inf matches inf
         return edges
@@ -154,8 +160,7 @@ def _bin_edges(h: pd.DataFrame) -> np.ndarray:
 def _full_bins(h: pd.DataFrame, edges: np.ndarray) -> pd.DataFrame:
     """Re-insert the zero-count bins left out of the stored histograms ``h`` (counted with
     ``edges``, see :func:`_bin_edges`): every (step, layer) gets all len(edges) + 1 bins."""
-    left, right = np.concatenate([[0.0], edges]), np.concatenate([edges, [np.inf]])
-    pos = np.clip(np.searchsorted(left, h["bin_left"].to_numpy(dtype=float) * (1 - 1e-6)), 0, len(left) - 1)
+    left, right, pos = _bins(edges, h["bin_left"].to_numpy(dtype=float))
     h = h.assign(_bin=pos)
     frames = []
     for (step, layer), g in h.groupby(["step", "layer"], sort=True):
