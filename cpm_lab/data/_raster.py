@@ -235,11 +235,12 @@ class Shapes:
         """(K, WIDTH) float64: the queued shapes."""
         return np.array(self._rows, dtype=np.float64).reshape(-1, WIDTH)
 
-    def capsule(self, p0, p1, r0: float, r1: float, colour, shade: float = 0.35,
+    def capsule(self, p0, p1, r0: float, r1: float, colour, shade: float,
                 stripes: tuple | None = None, tip: tuple | None = None, grain=None) -> None:
-        """Tapered capsule from p0 (radius r0) to p1 (radius r1), shaded darker towards the
-        outline by ``shade``; ``stripes`` = (period in pixels, RGB) paints bands across the
-        axis; ``tip`` = (t0, RGB) paints the part beyond fraction t0 of the axis."""
+        """Tapered capsule from p0 (radius r0) to p1 (radius r1), its radius linear along the
+        axis; shaded darker towards the outline as colour * (1 - shade * (distance / radius)^2);
+        ``stripes`` = (period in pixels, RGB) paints bands across the axis; ``tip`` = (t0, RGB)
+        paints the part beyond fraction t0 of the axis."""
         x0, y0, x1, y1 = float(p0[0]), float(p0[1]), float(p1[0]), float(p1[1])
         rmax = r0 if r0 > r1 else r1
         lo_x, hi_x = (x0, x1) if x0 < x1 else (x1, x0)
