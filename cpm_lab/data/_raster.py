@@ -63,6 +63,8 @@ def paint(img, ops, tex, mask, noise, noise_y, noise_x, noise_add):
     when none is flagged). Then, if ``noise`` is not empty, add (``noise_add``) or subtract
     ``noise[:, noise_y:noise_y + S, noise_x:noise_x + S]``; finally clip to [0, 1]. ``tex``
     (L, >= S, >= S) float32 is the grain field that the shapes' grain offsets point into."""
+    # Each kind's loop finishes its pixels itself (grain, blend, mark): one per-pixel helper
+    # shared by all four kinds measured ~17% slower over whole images.
     zero, one = _f32(0.0), _f32(1.0)
     for k in range(ops.shape[0]):
         op = ops[k]

@@ -134,8 +134,9 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
                 warnings.warn(f"{spec!r}: LSPet test images 9001-10000 are not in {root} (kept aside "
                               f"as an unseen test set); using the validation images 8001-9000", stacklevel=3)
                 start, end = ranges["val"]
-            ds = LSP(root, image_size, start, min(end, total), cache=cache)
-            described = f"LSPet images {start}-{min(end, total)}"
+            end = min(end, total)
+            ds = LSP(root, image_size, start, end, cache=cache)
+            described = f"LSPet images {start}-{end}"
     else:
         if arg is not None:
             if not arg.is_file():
