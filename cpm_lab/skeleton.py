@@ -74,15 +74,16 @@ LIMBS: tuple[tuple[int, int], ...] = (
 FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9))
 
 
-def _flip_permutation(pairs: tuple[tuple[int, int], ...], n: int) -> tuple[int, ...]:
-    perm = list(range(n))
+def flip_permutation(pairs, num_parts: int) -> tuple[int, ...]:
+    """Index permutation that swaps each (left, right) pair: ``keypoints[..., perm, :]`` relabels."""
+    perm = list(range(num_parts))
     for a, b in pairs:
         perm[a], perm[b] = b, a
     return tuple(perm)
 
 
 #: ``keypoints[FLIP_INDEX]`` relabels joints after a horizontal flip (left <-> right).
-FLIP_INDEX: tuple[int, ...] = _flip_permutation(FLIP_PAIRS, NUM_JOINTS)
+FLIP_INDEX: tuple[int, ...] = flip_permutation(FLIP_PAIRS, NUM_JOINTS)
 
 _SIDE_COLOURS = {"right": (0.90, 0.25, 0.20), "left": (0.15, 0.45, 0.95), "centre": (0.20, 0.75, 0.25)}
 
@@ -125,6 +126,22 @@ COCO_JOINT_NAMES: tuple[str, ...] = (
 COCO_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 #: MPII-16 left/right pairs.
 MPII_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
+
+
+#: Flip permutations of the joint sets cpm_lab knows, by number of parts (LSP-14, MPII-16, COCO-17).
+FLIP_INDEX_BY_PARTS: dict[int, tuple[int, ...]] = {
+    NUM_JOINTS: FLIP_INDEX,
+    len(MPII_JOINT_NAMES): flip_permutation(MPII_FLIP_PAIRS, len(MPII_JOINT_NAMES)),
+    len(COCO_JOINT_NAMES): flip_permutation(COCO_FLIP_PAIRS, len(COCO_JOINT_NAMES)),
+}
+
+
+def flip_index(num_parts: int) -> tuple[int, ...]:
+    """The left/right relabelling of a joint set with ``num_parts`` parts (14 LSP, 16 MPII,
+    17 COCO); ValueError for any other count."""
+    if num_parts not in FLIP_INDEX_BY_PARTS:
+        raise ValueError(f"no left/right flip is known for {num_parts} parts (known: {sorted(FLIP_INDEX_BY_PARTS)})")
+    return FLIP_INDEX_BY_PARTS[num_parts]
 
 
 def _matrix(source_names: tuple[str, ...], rows: dict[str, dict[str, float]]) -> np.ndarray:

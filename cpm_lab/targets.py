@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 
 from . import skeleton
@@ -69,14 +70,46 @@ def _check_keypoints(keypoints: torch.Tensor, num_parts: int | None = None) -> t
     return keypoints
 
 
+def cell_index(coords, stride: int):
+    """Belief cell holding input coordinate(s) ``coords`` (x or y, pixel centres at integers):
+    ``floor((coords + 0.5) / stride)``, so cell ``i`` holds pixels ``stride*i .. stride*i + stride - 1``.
+    Works elementwise on numbers, numpy arrays (int64 result) and torch tensors (long result);
+    no clipping to the grid."""
+    if isinstance(coords, torch.Tensor):
+        return torch.floor((coords + 0.5) / stride).long()
+    out = np.floor((np.asarray(coords, dtype=np.float64) + 0.5) / stride).astype(np.int64)
+    return int(out) if out.ndim == 0 else out
+
+
+def cell_center(index, stride: int):
+    """Input-pixel coordinate of the centre of belief cell ``index``: ``stride*index + (stride-1)/2``
+    (the inverse of ``cell_index`` at cell centres; numbers, numpy arrays or tensors)."""
+    return index * stride + (stride - 1) / 2
+
+
 def cell_centers(size: int, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Input-pixel coordinate of the centre of each of ``size`` cells at ``stride``: shape (size,)."""
-    return torch.arange(size, device=device, dtype=dtype) * stride + (stride - 1) / 2
+    """``cell_center`` of each of ``size`` cells at ``stride``: shape (size,)."""
+    return cell_center(torch.arange(size, device=device, dtype=dtype), stride)
 
 
-def visible_mask(keypoints: torch.Tensor) -> torch.Tensor:
-    """(N, P) bool: visibility > 0 and finite coordinates."""
-    return (keypoints[..., 2] > 0) & torch.isfinite(keypoints[..., :2]).all(-1)
+def labelled_mask(keypoints):
+    """(..., P) bool: the joint has a known position (flag > 0) and finite coordinates.
+
+    The one "is this joint labelled?" test of the package, for torch tensors or numpy arrays of
+    shape (..., P, 3); an array with only x, y columns (..., P, 2) counts every finite joint.
+    """
+    if isinstance(keypoints, torch.Tensor):
+        ok = torch.isfinite(keypoints[..., :2]).all(-1)
+        return ok & (keypoints[..., 2] > 0) if keypoints.shape[-1] > 2 else ok
+    kp = np.asarray(keypoints, dtype=np.float64)
+    ok = np.isfinite(kp[..., :2]).all(-1)
+    return ok & (np.nan_to_num(kp[..., 2], nan=0.0) > 0) if kp.shape[-1] > 2 else ok
+
+
+def default_centers(n: int, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The centre-map default when no person centre is given: the image centre
+    ``((width - 1) / 2, (height - 1) / 2)`` for each of ``n`` images, shape (n, 2)."""
+    return torch.tensor([[(width - 1) / 2, (height - 1) / 2]], device=device, dtype=dtype).expand(n, 2)
 
 
 def encode(keypoints: torch.Tensor, config: CodecConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +127,7 @@ def encode(keypoints: torch.Tensor, config: CodecConfig) -> tuple[torch.Tensor, 
     n, p, _ = keypoints.shape
     device = keypoints.device
     dtype = keypoints.dtype if keypoints.dtype.is_floating_point else torch.float32
-    vis = visible_mask(keypoints)
+    vis = labelled_mask(keypoints)
     xy = torch.where(vis[..., None], keypoints[..., :2].to(dtype), torch.zeros((), device=device, dtype=dtype))
     g = cell_centers(config.output_size, config.stride, device, dtype)
     inv = -0.5 / config.sigma**2

@@ -27,22 +27,6 @@ from .. import skeleton
 from .crop import warp_batch
 
 
-def flip_permutation(pairs: Sequence[tuple[int, int]], num_parts: int) -> tuple[int, ...]:
-    """Index permutation that swaps each (left, right) pair: ``keypoints[:, perm]`` relabels."""
-    perm = list(range(num_parts))
-    for a, b in pairs:
-        perm[a], perm[b] = b, a
-    return tuple(perm)
-
-
-#: Flip permutations of the joint sets cpm_lab knows, by number of parts.
-FLIP_INDEX_BY_PARTS: dict[int, tuple[int, ...]] = {
-    len(skeleton.JOINT_NAMES): skeleton.FLIP_INDEX,
-    len(skeleton.MPII_JOINT_NAMES): flip_permutation(skeleton.MPII_FLIP_PAIRS, len(skeleton.MPII_JOINT_NAMES)),
-    len(skeleton.COCO_JOINT_NAMES): flip_permutation(skeleton.COCO_FLIP_PAIRS, len(skeleton.COCO_JOINT_NAMES)),
-}
-
-
 @dataclass
 class AugmentParams:
     """Per-sample augmentation parameters, CPU tensors of length N.
@@ -94,7 +78,7 @@ class Augment:
         flip_prob: probability of a flip when ``flip`` is on.
         translate: maximum shift as a fraction of the image side, per axis (default 0).
         flip_index: joint relabelling after a flip; default chosen from the number of parts
-            (14 LSP, 16 MPII, 17 COCO; see ``FLIP_INDEX_BY_PARTS``).
+            (14 LSP, 16 MPII, 17 COCO; see ``skeleton.flip_index``).
         padding_mode: ``grid_sample`` fill outside the source image ("zeros" = black).
 
     ``augment(batch, generator)`` returns a new dict with ``image`` (N, 3, H, W),
@@ -143,10 +127,10 @@ class Augment:
             if len(self.flip_index) != num_parts:
                 raise ValueError(f"flip_index has {len(self.flip_index)} entries but keypoints have {num_parts} parts")
             return self.flip_index
-        if num_parts not in FLIP_INDEX_BY_PARTS:
+        if num_parts not in skeleton.FLIP_INDEX_BY_PARTS:
             raise ValueError(f"no default flip_index for {num_parts} parts; pass Augment(flip_index=...) "
-                             f"(known: {sorted(FLIP_INDEX_BY_PARTS)})")
-        return FLIP_INDEX_BY_PARTS[num_parts]
+                             f"(known: {sorted(skeleton.FLIP_INDEX_BY_PARTS)})")
+        return skeleton.flip_index(num_parts)
 
     def apply(self, batch: dict, params: AugmentParams) -> dict:
         """Apply ``params`` to ``batch`` (see class docstring)."""

@@ -26,10 +26,6 @@ from .. import skeleton
 from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError, check_on_error
 from .mpii import load_json_file
 
-COCO_FLIP_INDEX: tuple[int, ...] = tuple(
-    dict([(a, b) for a, b in skeleton.COCO_FLIP_PAIRS] + [(b, a) for a, b in skeleton.COCO_FLIP_PAIRS]).get(i, i)
-    for i in range(len(skeleton.COCO_JOINT_NAMES)))
-
 
 def _annotation_problem(ann: dict) -> str | None:
     try:
@@ -133,7 +129,7 @@ class COCOKeypoints(PersonCrops):
             kp = skeleton.to_lsp(kp, "coco").astype(np.float64)
             self.joint_names, self.flip_index = skeleton.JOINT_NAMES, skeleton.FLIP_INDEX
         else:
-            self.joint_names, self.flip_index = skeleton.COCO_JOINT_NAMES, COCO_FLIP_INDEX
+            self.joint_names, self.flip_index = skeleton.COCO_JOINT_NAMES, skeleton.flip_index(len(skeleton.COCO_JOINT_NAMES))
         self._setup(name=f"COCOKeypoints({Path(annotation_json).name})", paths=paths, keypoints=kp,
                     centers=np.array(centers).reshape(-1, 2), boxes=np.array(boxes), sources=sources,
                     problems=problems, image_size=image_size, margin=margin, on_error=on_error,

@@ -27,10 +27,6 @@ from .. import skeleton
 from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError, check_on_error
 from .synthetic import SCALE_UNIT_PX
 
-MPII_FLIP_INDEX: tuple[int, ...] = tuple(
-    dict([(a, b) for a, b in skeleton.MPII_FLIP_PAIRS] + [(b, a) for a, b in skeleton.MPII_FLIP_PAIRS]).get(i, i)
-    for i in range(len(skeleton.MPII_JOINT_NAMES)))
-
 
 def load_json_file(path: str | os.PathLike, what: str):
     path = Path(path)
@@ -119,7 +115,7 @@ class MPII(PersonCrops):
             kp = skeleton.to_lsp(kp, "mpii").astype(np.float64)
             self.joint_names, self.flip_index = skeleton.JOINT_NAMES, skeleton.FLIP_INDEX
         else:
-            self.joint_names, self.flip_index = skeleton.MPII_JOINT_NAMES, MPII_FLIP_INDEX
+            self.joint_names, self.flip_index = skeleton.MPII_JOINT_NAMES, skeleton.flip_index(len(skeleton.MPII_JOINT_NAMES))
         self._setup(name=f"MPII({Path(annotation_json).name})", paths=paths, keypoints=kp,
                     centers=centers, boxes=boxes, sources=sources, problems=problems,
                     image_size=image_size, margin=margin, on_error=on_error,
