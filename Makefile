@@ -8,12 +8,13 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.cpm_lab-installed
 
-.PHONY: install lab demo test test-fast browser-deps bench clean help
+.PHONY: install lab demo test test-fast lint browser-deps bench clean help
 
 help:
 	@echo "make lab   - install into $(VENV) and open JupyterLab on notebooks/"
 	@echo "make demo  - headless demo: figures and a table in runs/demo/"
 	@echo "make test  - install if needed and run the whole test suite (notebooks, browser test)"
+	@echo "make lint  - ruff: lint and import order of the package, tests, benchmarks and notebooks"
 	@echo "make bench - print the benchmark figures (data, training, loaders)"
 
 $(BIN)/python:
@@ -45,8 +46,11 @@ browser-deps:
 	  else echo "no /usr/bin/chromium and no root apt-get: the browser test will be skipped"; fi; \
 	fi
 
-test: install browser-deps
+test: install browser-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

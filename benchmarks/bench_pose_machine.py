@@ -6,7 +6,7 @@
 
 Trains a ``PoseMachine`` on ``SyntheticPoses(n_train, 128, "standard", seed=train_seed)`` and
 evaluates every stage on ``SyntheticPoses(n_test, 128, "standard", seed=test_seed)`` (a different
-seed, so different people, poses and backgrounds) with ``cpm_lab.metrics.evaluate``: PCK with
+seed, so different people, poses and backgrounds) with ``cpm_lab.inference.evaluate``: PCK with
 torso normalisation (right shoulder to left hip), visible joints only.
 
 Reported times: wall-clock seconds of the whole ``fit`` (loading/rendering the images, features,
@@ -16,17 +16,17 @@ is less sensitive to other processes sharing the machine.
 from __future__ import annotations
 
 import argparse
-import time
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from cpm_lab import metrics  # noqa: E402
+from cpm_lab import inference, metrics  # noqa: E402
 from cpm_lab.data import SyntheticPoses  # noqa: E402
 from cpm_lab.models.pose_machine import PoseMachine  # noqa: E402
 
@@ -84,7 +84,7 @@ def main(argv=None):
           + "; held-out training-image error passed on per stage (px): "
           + ", ".join(f"{e:.1f}" for e in info["heldout_epe_px"]))
     t0 = time.perf_counter()
-    table = metrics.evaluate(pm, test, batch_size=64, device="cpu", thresholds=(0.1, 0.2, 0.5))
+    table = inference.evaluate(pm, test, batch_size=64, device="cpu", thresholds=(0.1, 0.2, 0.5))
     print(f"evaluate: {args.n_test} held-out images in {time.perf_counter() - t0:.1f} s")
     print("\nPCK (torso), all visible joints:")
     print(metrics.pck_table(table).round(3).to_string())
@@ -96,12 +96,13 @@ def main(argv=None):
     if args.figure:
         idx, why = args.figure_index, "chosen with --figure-index"
         if idx is None:  # a sample where the wrists changed between stage 1 and the last stage
-            from cpm_lab.viz.pose_machine import most_improved
+            from cpm_lab.analysis import most_improved
 
             n = min(64, len(test))
             imgs = torch.stack([test[i]["image"] for i in range(n)])
             kps = torch.stack([test[i]["keypoints"] for i in range(n)])
-            idx = most_improved(metrics.predict(pm, imgs), kps, parts=("right_wrist", "left_wrist"))
+            preds = inference.predict(pm, imgs, keep_beliefs=False).keypoints
+            idx = most_improved(preds, kps, parts=("right_wrist", "left_wrist"))
             why = f"largest wrist-error drop from stage 1 to stage {pm.num_stages} among the first {n}"
         print(f"figure: held-out item {idx} ({why}) ->", belief_figure(pm, test[idx], path=args.figure))
 

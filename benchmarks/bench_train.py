@@ -62,7 +62,7 @@ def run_one(preset: str, mode: str, batch: int, warmup: int, steps: int, device:
     import torch
 
     from cpm_lab.models.cpm import CPM
-    from cpm_lab.train import Trainer, TrainConfig
+    from cpm_lab.train import TrainConfig, Trainer
     from cpm_lab.utils import resolve_device
 
     if threads:
@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     from cpm_lab.utils import resolve_device
 
     dev = resolve_device(args.device)
-    print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine()}), "
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device {dev} ({name}), "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
           f"load average {os.getloadavg()[0]:.2f}")
     rows = []

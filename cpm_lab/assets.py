@@ -1,4 +1,5 @@
-"""Files the project ships in its top-level ``data/`` folder (trained weights, ablation results).
+"""Files the project ships in its top-level ``data/`` folder (trained weights, ablation results),
+and the ``runs/`` folder where every notebook and command writes by default.
 
 They live beside the package in a source checkout (``pip install -e .``, which ``make`` does).
 """
@@ -8,8 +9,14 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
+#: The repository root of a source checkout (the folder holding ``data/``, ``notebooks/``, ``runs/``).
+ROOT = DATA_DIR.parent
+
 #: The tiny CPM trained on synthetic data (see data/README.md for the command that made it).
 TINY_WEIGHTS = "weights/cpm_tiny_synthetic.pt"
+
+#: Models shipped in ``data/``, by the name ``inference.load_model`` accepts.
+SHIPPED_MODELS: dict[str, str] = {"tiny-synthetic": TINY_WEIGHTS}
 
 
 def asset(name: str) -> Path:
@@ -22,3 +29,8 @@ def asset(name: str) -> Path:
         raise FileNotFoundError(f"shipped asset {name!r} not found at {path}; cpm_lab's data/ folder "
                                 "comes with a source checkout (make install / pip install -e .)")
     return path
+
+
+def runs_dir(name: str = "") -> Path:
+    """``ROOT/runs/name``: the one untracked output folder of the repository (not created here)."""
+    return ROOT / "runs" / name if name else ROOT / "runs"

@@ -26,10 +26,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from . import skeleton  # noqa: E402
-from .assets import TINY_WEIGHTS, asset  # noqa: E402
+from .assets import TINY_WEIGHTS  # noqa: E402
 from .data import SyntheticPoses  # noqa: E402
 from .diagnostics import receptive_fields  # noqa: E402
-from .metrics import evaluate, pck_table, predict, predict_beliefs  # noqa: E402
+from .inference import evaluate, load_model, predict  # noqa: E402
+from .metrics import pck_table  # noqa: E402
 from .models import CPM, PRESETS  # noqa: E402
 from .utils import resolve_device  # noqa: E402
 from .viz import plot_receptive_fields, plot_stage_beliefs, sample_grid  # noqa: E402
@@ -69,9 +70,7 @@ def run_demo(out: str | Path = "runs/demo", device: str = "auto", samples: int =
     plt.close("all")
 
     try:
-        from .train import load_model
-
-        model = load_model(asset(TINY_WEIGHTS), device=dev)
+        model = load_model("tiny-synthetic", device=dev)
         origin = f"trained tiny CPM ({TINY_WEIGHTS})"
     except FileNotFoundError:
         model = CPM.from_preset("tiny").to(dev).eval()
@@ -79,9 +78,8 @@ def run_demo(out: str | Path = "runs/demo", device: str = "auto", samples: int =
     test_set = SyntheticPoses(length=samples, image_size=model.config.input_size, difficulty="standard",
                               seed=1000 + seed)
     item = test_set[3]
-    images, centers = item["image"][None].to(dev), item["center"][None].to(dev)
-    maps = [b[0] for b in predict_beliefs(model, images, centers)]
-    preds = [p[0] for p in predict(model, images, centers)]
+    out_1 = predict(model, item["image"], item["center"])
+    maps, preds = [b[0] for b in out_1.beliefs], [k[0] for k in out_1.keypoints]
     stride = model.codec.stride
     plot_stage_beliefs(item["image"], maps, part="all", stride=stride, keypoints=item["keypoints"],
                        predictions=preds).savefig(out / "beliefs.png", dpi=100)

@@ -36,10 +36,9 @@ Definitions
 * Part ``"mean"`` pools ALL included joints of all parts (a joint-weighted average), not the mean
   of the per-part values; ``count`` says how many joints each row averages.
 
-``evaluate`` runs a model over a dataset (optionally with test-time flip and multi-scale
-averaging) and returns the same tidy table with a ``stage`` per CPM stage; ``predict`` returns the
-decoded per-stage keypoints; ``pck_table`` pivots the tidy table into the stages x thresholds
-view people read.
+``pck_table`` pivots the tidy table into the stages x thresholds view people read, and
+``part_table`` into the parts x thresholds view of one stage. Running a model over a dataset to
+get such a table is ``cpm_lab.inference.evaluate``.
 """
 from __future__ import annotations
 
@@ -49,11 +48,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import skeleton
-from .targets import center_map, decode
-from .utils import resolve_device
+from .targets import labelled_mask
 
 NORMALIZATIONS = ("torso", "bbox", "head", "px")
 #: The two torso diagonals used by ``normalize="torso"``, in order of preference.
@@ -78,13 +75,6 @@ def _as_array(x, name: str) -> np.ndarray:
     return arr
 
 
-def _visible(gt: np.ndarray) -> np.ndarray:
-    vis = np.isfinite(gt[..., :2]).all(-1)
-    if gt.shape[-1] > 2:
-        vis &= np.nan_to_num(gt[..., 2], nan=0.0) > 0
-    return vis
-
-
 def normalizer(gt, normalize: str = "torso") -> np.ndarray:
     """Per-sample normalising length ``L`` in pixels, shape (N,); NaN where it is undefined.
 
@@ -94,7 +84,7 @@ def normalizer(gt, normalize: str = "torso") -> np.ndarray:
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"unknown normalize {normalize!r}; choose one of {NORMALIZATIONS}")
     n = gt.shape[0]
-    vis = _visible(gt)
+    vis = labelled_mask(gt)
     if normalize == "px":
         return np.ones(n)
     if normalize == "bbox":
@@ -124,7 +114,7 @@ def keypoint_distances(pred, gt) -> np.ndarray:
         raise ValueError(f"pred has {pred.shape[:2]} (N, P) but gt has {gt.shape[:2]}")
     d = np.linalg.norm(pred[..., :2] - gt[..., :2], axis=-1)
     d = np.where(np.isfinite(d), d, np.inf)
-    return np.where(_visible(gt), d, np.nan)
+    return np.where(labelled_mask(gt), d, np.nan)
 
 
 def _part_names(p: int) -> list[str]:
@@ -230,134 +220,24 @@ def pck_table(table: pd.DataFrame, thresholds: Sequence[float] | None = None, pa
     return wide
 
 
-# ------------------------------------------------------------------------------------------------
-# Running a model
-# ------------------------------------------------------------------------------------------------
-def _flip_channels(num_parts: int, channels: int) -> list[int]:
-    perm = list(skeleton.FLIP_INDEX) if num_parts == skeleton.NUM_JOINTS else list(range(num_parts))
-    return perm + list(range(num_parts, channels))  # background (and anything after) stays put
-
-
-@torch.no_grad()
-def predict_beliefs(model, images: torch.Tensor, centers: torch.Tensor | None = None, flip: bool = False,
-                    scales: Sequence[float] | None = None, amp: bool = False) -> list[torch.Tensor]:
-    """Per-stage belief maps (N, P + 1, S, S) with optional test-time flip / multi-scale averaging.
-
-    Args:
-        model: a CPM (any module returning a list of per-stage beliefs, with ``.codec``).
-        images: (N, 3, H, W) on the model's device.
-        centers: (N, 2) person centres in pixels for the centre map; None = image centre.
-        flip: also run the mirrored image, mirror its beliefs back, swap left/right part channels
-            (``skeleton.FLIP_INDEX``; background unchanged) and average with the plain pass.
-        scales: e.g. ``(0.8, 0.9, 1.0, 1.1, 1.2)`` as in the official testing code: the input is
-            resized by each factor (rounded to a multiple of the stride), run, and each stage's
-            beliefs are resized back to the base output size (bilinear) and averaged. None = (1,).
-        amp: run under autocast (bf16) on CUDA.
-    """
-    codec = model.codec
-    n, _, h, w = images.shape
-    s = codec.stride
-    out_h, out_w = h // s, w // s
-    if centers is None:
-        centers = torch.tensor([[(w - 1) / 2, (h - 1) / 2]], device=images.device).expand(n, 2)
-    centers = centers.to(images.device, torch.float32)
-    scales = list(scales) if scales else [1.0]
-    if any(sc <= 0 for sc in scales):
-        raise ValueError(f"scales must be positive, got {scales}")
-    use_amp = amp and images.device.type == "cuda"
-    total: list[torch.Tensor] | None = None
-    count = 0
-    for sc in scales:
-        sh, sw = max(s, round(h * sc / s) * s), max(s, round(w * sc / s) * s)
-        img = images if (sh, sw) == (h, w) else F.interpolate(images, size=(sh, sw), mode="bilinear",
-                                                               align_corners=False)
-        # pixel-centre convention: x' = (x + 0.5) * sw / w - 0.5
-        c = torch.stack([(centers[:, 0] + 0.5) * sw / w - 0.5, (centers[:, 1] + 0.5) * sh / h - 0.5], -1)
-        passes = [(img, c, False)]
-        if flip:
-            passes.append((img.flip(-1), torch.stack([sw - 1 - c[:, 0], c[:, 1]], -1), True))
-        for x, cc, flipped in passes:
-            cmaps = center_map(cc, codec, sh, sw).to(x.dtype)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                beliefs = model(x, cmaps)
-            outs = []
-            for b in beliefs:
-                b = b.float()
-                if flipped:
-                    b = b.flip(-1)[:, _flip_channels(codec.num_parts, b.shape[1])]
-                if b.shape[-2:] != (out_h, out_w):
-                    b = F.interpolate(b, size=(out_h, out_w), mode="bilinear", align_corners=False)
-                outs.append(b)
-            total = outs if total is None else [a + b for a, b in zip(total, outs)]
-            count += 1
-    return [t / count for t in total]
-
-
-def predict(model, images: torch.Tensor, centers: torch.Tensor | None = None, flip: bool = False,
-            scales: Sequence[float] | None = None, device: str | torch.device | None = None,
-            amp: bool = False) -> list[torch.Tensor]:
-    """Per-stage keypoints: a list (one per stage) of (N, P, 3) tensors = x, y in input pixels and
-    the peak belief as confidence, decoded with ``targets.decode``.
-
-    ``images`` is (N, 3, H, W) or a single (3, H, W) image; ``device`` defaults to the model's.
-    See ``predict_beliefs`` for ``centers``, ``flip``, ``scales``.
-    """
-    images = torch.as_tensor(images)
-    if images.ndim == 3:
-        images = images.unsqueeze(0)
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W) or (3, H, W); got {tuple(images.shape)}")
-    dev = resolve_device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        images = images.to(dev, torch.float32)
-        if centers is not None:
-            centers = torch.as_tensor(centers, dtype=torch.float32, device=dev).reshape(-1, 2)
-        beliefs = predict_beliefs(model, images, centers, flip=flip, scales=scales, amp=amp)
-        return [decode(b, model.codec) for b in beliefs]
-    finally:
-        model.train(was_training)
-
-
-def evaluate(model, dataset, batch_size: int = 32, device: str | torch.device | None = "auto",
-             flip: bool = False, scales: Sequence[float] | None = None,
-             thresholds: Sequence[float] = (0.1, 0.2), normalize: str = "torso", auc_max: float | None = 0.5,
-             num_workers: int = 0, amp: bool = False, progress: bool = False) -> pd.DataFrame:
-    """Run ``model`` over ``dataset`` and return the tidy metrics table for every stage.
-
-    ``dataset[i]`` is a dict with ``image`` (3, H, W) at the model's input size, ``keypoints``
-    (P, 3) in the same pixels and optionally ``center`` (2,) (used for the centre map; the image
-    centre otherwise). The model is moved to ``device`` ("auto" picks cuda > mps > cpu; None keeps
-    the model where it is) and restored to its previous train/eval mode afterwards.
-    """
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if len(dataset) == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
-    dev = next(model.parameters()).device if device is None else resolve_device(device)
-    model.to(dev)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, pin_memory=dev.type == "cuda")
-    per_stage: list[list[torch.Tensor]] | None = None
-    gts = []
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
-            images = batch["image"].to(dev, torch.float32, non_blocking=True)
-            if images.shape[-1] != model.codec.input_size or images.shape[-2] != model.codec.input_size:
-                raise ValueError(f"dataset images are {images.shape[-2]}x{images.shape[-1]} but the model "
-                                 f"expects {model.codec.input_size}x{model.codec.input_size}")
-            centers = batch.get("center")
-            centers = centers.to(dev, torch.float32) if centers is not None else None
-            beliefs = predict_beliefs(model, images, centers, flip=flip, scales=scales, amp=amp)
-            preds = [decode(b, model.codec).cpu() for b in beliefs]
-            per_stage = [[p] for p in preds] if per_stage is None else [a + [p] for a, p in zip(per_stage, preds)]
-            gts.append(torch.as_tensor(batch["keypoints"]).float())
-    finally:
-        model.train(was_training)
-    preds = [torch.cat(p) for p in per_stage]
-    return keypoint_metrics(preds, torch.cat(gts), thresholds, normalize, auc_max=auc_max)
+def part_table(table: pd.DataFrame, thresholds: Sequence[float] = (0.1, 0.2), stage: int | None = None,
+               metric: str = "pck") -> pd.DataFrame:
+    """Pivot a tidy metrics table into parts (rows, the pooled "mean" last) x thresholds
+    (columns ``"PCK@0.1"``...) for one stage (default: the last), plus ``n``, the number of
+    joints each row averages. The index is named ``part``; ``attrs`` holds ``stage`` and
+    ``normalize``."""
+    sub = table[table["metric"] == metric]
+    if sub.empty:
+        raise ValueError(f"no {metric!r} rows in the table")
+    stage = int(sub["stage"].max()) if stage is None else int(stage)
+    sub = sub[(sub["stage"] == stage) & sub["threshold"].isin([float(t) for t in thresholds])]
+    if sub.empty:
+        raise ValueError(f"no {metric!r} rows for stage {stage} at thresholds {list(thresholds)} in the table")
+    wide = sub.pivot_table(index="part", columns="threshold", values="value", aggfunc="first", sort=False)
+    parts = [p for p in sub["part"].drop_duplicates() if p != "mean"] + ["mean"]
+    out = wide.reindex(index=parts, columns=sorted(wide.columns))
+    out.columns = [f"{metric.upper()}@{t:g}" for t in out.columns]
+    out["n"] = sub.groupby("part", sort=False)["count"].first().reindex(parts).astype(int)
+    out.index.name = "part"
+    out.attrs.update(stage=stage, normalize=str(sub["normalize"].iloc[0]))
+    return out

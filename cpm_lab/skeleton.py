@@ -192,6 +192,15 @@ def to_lsp(keypoints: np.ndarray, source: str) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def joint_set(keypoints: np.ndarray, source: str, parts: str) -> tuple[np.ndarray, tuple[str, ...], tuple[int, ...]]:
+    """Keypoints (..., S, 3) of ``source`` ("mpii" or "coco") in the joint set ``parts``: "lsp"
+    (mapped with ``to_lsp``) or "native" (unchanged). Returns (keypoints, joint names, flip index)."""
+    if parts == "lsp":
+        return to_lsp(keypoints, source).astype(np.float64), JOINT_NAMES, FLIP_INDEX
+    names = {"mpii": MPII_JOINT_NAMES, "coco": COCO_JOINT_NAMES}[source]
+    return keypoints, names, flip_index(len(names))
+
+
 def flip_keypoints(keypoints: np.ndarray, width: int, flip_index=FLIP_INDEX) -> np.ndarray:
     """Mirror keypoints (..., P, 3) horizontally in an image ``width`` pixels wide and swap
     left/right labels. Pixel centres are at integer x, so x maps to ``width - 1 - x``."""

@@ -1,6 +1,7 @@
-"""Small shared helpers: device selection and seeding."""
+"""Small shared helpers: device selection, seeding, arrays to numpy."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -35,3 +36,18 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def check_fields(cls, d: dict) -> dict:
+    """``d`` if all its keys are fields of the dataclass ``cls``; ValueError naming the unknown ones."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    return d
+
+
+def to_numpy(x) -> np.ndarray:
+    """A torch tensor (any device, any dtype) or array-like as a float32 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)

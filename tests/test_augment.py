@@ -11,8 +11,8 @@ from PIL import Image
 
 from cpm_lab import skeleton
 from cpm_lab.data.augment import Augment, AugmentParams
-from cpm_lab.skeleton import FLIP_INDEX_BY_PARTS
 from cpm_lab.data.crop import crop_batch, crop_matrix, crop_pil, warp_batch, warp_images, warp_keypoints
+from cpm_lab.skeleton import FLIP_INDEX_BY_PARTS
 
 S = 64
 

@@ -126,12 +126,15 @@ def test_explorer_in_jupyterlab(jupyter_url):
                 page.keyboard.press("ArrowLeft")
             page.wait_for_timeout(2500)
             shots["stage1"] = image.screenshot(path=str(ARTIFACTS / "2_stage1_all_parts.png"))
-            assert _changed(shots["final_stage"], shots["stage1"]) > 0.5, "moving the stage slider did not change the belief image"
+            assert _changed(shots["final_stage"], shots["stage1"]) > 0.5, \
+                "moving the stage slider did not change the belief image"
 
-            page.locator(".widget-dropdown").filter(has_text="part").first.locator("select").select_option(label="right wrist")
+            dropdown = page.locator(".widget-dropdown").filter(has_text="part").first
+            dropdown.locator("select").select_option(label="right wrist")
             page.wait_for_timeout(2500)
             shots["stage1_wrist"] = image.screenshot(path=str(ARTIFACTS / "3_stage1_right_wrist.png"))
-            assert _changed(shots["stage1"], shots["stage1_wrist"]) > 0.5, "changing the part did not change the belief image"
+            assert _changed(shots["stage1"], shots["stage1_wrist"]) > 0.5, \
+                "changing the part did not change the belief image"
 
             for _ in range(8):
                 stage.focus()

@@ -19,7 +19,8 @@ import cpm_lab.train
 from cpm_lab.cli import COMMANDS, main
 from cpm_lab.data import Augment, MeanPoseBaseline
 from cpm_lab.data.specs import make_dataset
-from cpm_lab.metrics import METRIC_COLUMNS, evaluate, keypoint_metrics
+from cpm_lab.inference import evaluate
+from cpm_lab.metrics import METRIC_COLUMNS, keypoint_metrics
 from cpm_lab.models.cpm import CPM
 from cpm_lab.train import read_checkpoint
 
@@ -185,7 +186,7 @@ def test_eval_mean_pose_matches_the_baseline_computed_directly(lspet_dir, tmp_pa
     pd.testing.assert_frame_equal(pck, want, check_dtype=False, rtol=1e-6, atol=1e-9)
     mean = pck[(pck["part"] == "mean") & (pck["threshold"] == 0.2)]["value"].item()
     assert 0.3 < mean <= 1.0  # noisy copies of one pose: the mean pose is close
-    # scored on the same joints and torso lengths as a model: the counts match metrics.evaluate
+    # scored on the same joints and torso lengths as a model: the counts match inference.evaluate
     model_table = evaluate(CPM.from_preset("tiny"), val, device="cpu")
     model_pck = model_table[(model_table["metric"] == "pck") & (model_table["stage"] == 1)]
     assert model_pck["count"].tolist() == pck["count"].tolist()

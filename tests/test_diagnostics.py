@@ -13,8 +13,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cpm_lab.diagnostics import (GradientTracker, effective_receptive_field, layer_graph, model_cost,
-                                 receptive_fields, tracked_layers)
+from cpm_lab.diagnostics import (
+    GradientTracker,
+    effective_receptive_field,
+    layer_graph,
+    model_cost,
+    receptive_fields,
+    tracked_layers,
+)
 from cpm_lab.models import CPM
 
 
@@ -297,9 +303,14 @@ def test_cost_shapes_match_a_real_forward(tiny):
 
 # ------------------------------------------------------------------ plots
 def test_plots_draw_what_they_say(tiny):
-    from cpm_lab.viz.diagnostics import (plot_cost, plot_effective_receptive_field, plot_gradient_histograms,
-                                         plot_gradient_norm_by_depth, plot_gradient_norms,
-                                         plot_receptive_fields)
+    from cpm_lab.viz.diagnostics import (
+        plot_cost,
+        plot_effective_receptive_field,
+        plot_gradient_histograms,
+        plot_gradient_norm_by_depth,
+        plot_gradient_norms,
+        plot_receptive_fields,
+    )
     fig = plot_receptive_fields(tiny)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels[:3] == ["stage 1: 61 px", "stage 2: 157 px", "stage 3: 253 px"]

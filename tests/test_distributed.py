@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from cpm_lab.callbacks import Callback
 from cpm_lab.data import SyntheticPoses
 from cpm_lab.models.cpm import CPM
-from cpm_lab.train import Trainer, TrainConfig
+from cpm_lab.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

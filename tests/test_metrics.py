@@ -1,4 +1,4 @@
-"""PCK / AUC / EPE on hand-made predictions; predict / evaluate mechanics."""
+"""PCK / AUC / EPE and the tables people read, on hand-made predictions."""
 from __future__ import annotations
 
 import math
@@ -6,25 +6,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-import torch.nn as nn
 
 from cpm_lab import skeleton
-from cpm_lab.data import SyntheticPoses
-from cpm_lab.metrics import (auc, epe, evaluate, keypoint_metrics, normalizer, pck, pck_table, predict,
-                             predict_beliefs)
-from cpm_lab.models.cpm import CPM
-from cpm_lab.targets import CodecConfig, encode
+from cpm_lab.metrics import auc, epe, keypoint_metrics, normalizer, part_table, pck, pck_table
 
 J = skeleton.JOINT_INDEX
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def person(n: int = 1) -> np.ndarray:
@@ -150,74 +138,15 @@ def test_epe_and_multi_stage_table():
         pck(np.zeros((2, 14)), gt)
 
 
-class FixedPeaks(nn.Module):
-    """A fake CPM whose beliefs ignore the image: channel p peaks at a fixed cell (not mirror-symmetric)."""
-
-    def __init__(self, size=32):
-        super().__init__()
-        self.codec = CodecConfig(input_size=size, stride=8, sigma=2.0, center_sigma=4.0)
-        self.dummy = nn.Parameter(torch.zeros(()))
-        kp = torch.zeros(1, 14, 3)
-        kp[0, :, 0] = torch.arange(14) % 4 * 8 + 3.5
-        kp[0, :, 1] = torch.arange(14) // 4 * 8 + 3.5
-        kp[0, :, 2] = 1
-        self.kp = kp
-        self.maps, _ = encode(kp, self.codec)
-        self.maps[:, -1] = 0.25  # a background that a wrong flip would move
-
-    def forward(self, images, center_maps):
-        n, _, h, w = images.shape
-        maps = self.maps.expand(n, -1, -1, -1)
-        if (h, w) != (self.codec.input_size,) * 2:
-            maps = nn.functional.interpolate(maps, size=(h // 8, w // 8), mode="bilinear", align_corners=False)
-        return [maps + self.dummy, 2 * maps + self.dummy]
-
-
-def test_flip_averaging_mirrors_and_swaps_channels():
-    model = FixedPeaks()
-    images = torch.rand(2, 3, 32, 32)
-    plain = predict_beliefs(model, images)
-    flipped = predict_beliefs(model, images, flip=True)
-    m = model.maps[0]
-    expected = 0.5 * (m + m.flip(-1)[list(skeleton.FLIP_INDEX) + [14]])
-    assert torch.allclose(plain[0][0], m) and torch.allclose(flipped[0][0], expected)
-    assert torch.allclose(flipped[1][0], 2 * expected)
-    assert torch.allclose(flipped[0][0, -1], torch.full((4, 4), 0.25))  # background untouched
-
-
-def test_multiscale_resizes_back_to_base_size():
-    model = FixedPeaks()
-    images = torch.rand(1, 3, 32, 32)
-    one = predict_beliefs(model, images, scales=[1.0])
-    multi = predict_beliefs(model, images, scales=[1.0, 2.0])
-    assert multi[0].shape == one[0].shape == (1, 15, 4, 4)
-    assert torch.allclose(predict_beliefs(model, images)[0], one[0])
-    assert not torch.allclose(multi[0], one[0])  # the x2 pass contributed (blurred by resizing)
-    with pytest.raises(ValueError, match="positive"):
-        predict_beliefs(model, images, scales=[0.0])
-
-
-def test_predict_decodes_each_stage():
-    model = FixedPeaks()
-    out = predict(model, torch.rand(3, 32, 32))
-    assert len(out) == 2 and out[0].shape == (1, 14, 3)
-    assert torch.allclose(out[0][0, :, :2], model.kp[0, :, :2], atol=1e-3)
-
-
-def test_evaluate_returns_a_tidy_table_per_stage():
-    torch.manual_seed(0)
-    model = CPM.from_preset("tiny", input_size=32, sigma=2.0, center_sigma=4.0, trunk_channels=4,
-                            feature_channels=4, stage1_channels=4, stage_channels=4, stage_kernel=3)
-    data = SyntheticPoses(6, 32, "easy", seed=3)
-    model.train()
-    df = evaluate(model, data, batch_size=4, device="cpu", thresholds=(0.1, 0.2), flip=True)
-    assert model.training  # mode restored
-    assert sorted(df.stage.unique()) == [1, 2, 3]
-    assert set(df.metric) == {"pck", "auc", "epe"}
-    assert set(df.part) == set(skeleton.SHORT_NAMES) | {"mean"}
-    pcks = df[df.metric == "pck"].value.dropna()
-    assert ((pcks >= 0) & (pcks <= 1)).all()
-    n_vis = int(sum((data[i]["keypoints"][:, 2] > 0).sum() for i in range(6)))
-    assert value(df, metric="epe", stage=3)["count"] == n_vis
-    with pytest.raises(ValueError, match="expects 32x32"):
-        evaluate(model, SyntheticPoses(2, 64, "easy"), device="cpu")
+def test_part_table_lists_parts_then_the_pooled_mean():
+    gt = person(4)
+    pred = shifted(gt, {J["right_wrist"]: 1000.0})
+    table = keypoint_metrics([pred, gt], gt, thresholds=(0.1, 0.2))
+    last = part_table(table)
+    assert list(last.index) == list(skeleton.SHORT_NAMES) + ["mean"]
+    assert list(last.columns) == ["PCK@0.1", "PCK@0.2", "n"] and last.attrs["stage"] == 2
+    assert (last["PCK@0.2"] == 1.0).all() and (last["n"].iloc[:-1] == 4).all() and last.loc["mean", "n"] == 56
+    first = part_table(table, thresholds=(0.2,), stage=1)
+    assert first.loc["r_wrist", "PCK@0.2"] == 0.0 and first.loc["mean", "PCK@0.2"] == pytest.approx(13 / 14)
+    with pytest.raises(ValueError, match="stage 3"):
+        part_table(table, stage=3)

@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from cpm_lab import metrics
+from cpm_lab import inference, metrics
 from cpm_lab.data import SyntheticPoses
-from cpm_lab.models.pose_machine import (DIRECTIONS, PoseMachine, PoseMachineConfig, context_block_names,
-                                         context_feature_names, context_features, image_feature_names,
-                                         image_features, location_labels)
+from cpm_lab.models.pose_machine import PoseMachine, PoseMachineConfig
+from cpm_lab.models.pose_machine_features import (
+    DIRECTIONS,
+    context_block_names,
+    context_feature_names,
+    context_features,
+    image_feature_names,
+    image_features,
+    location_labels,
+)
 from cpm_lab.targets import CodecConfig, decode
 
 
@@ -136,7 +143,7 @@ def test_predict_shapes_probabilities_and_decode(tiny_pm):
     assert pm.codec == CodecConfig(input_size=64, num_parts=14) and pm.codec.output_size == 8
     assert sum(p.numel() for p in pm.parameters()) == 0
     # Works through the generic evaluation path (device read from parameters).
-    table = metrics.evaluate(pm, ds, batch_size=5, device=None)
+    table = inference.evaluate(pm, ds, batch_size=5, device=None)
     assert sorted(table["stage"].unique()) == [1, 2]
     with pytest.raises(ValueError, match="64x64"):
         pm(torch.rand(1, 3, 128, 128))
@@ -204,6 +211,6 @@ def test_later_stages_improve_heldout_pck():
     train = SyntheticPoses(60, 128, "easy", seed=0)
     test = SyntheticPoses(40, 128, "easy", seed=1)
     pm = PoseMachine(num_stages=3, image_size=128, n_estimators=20).fit(train, seed=0, progress=False)
-    table = metrics.evaluate(pm, test, batch_size=40, device="cpu", thresholds=(0.2,))
+    table = inference.evaluate(pm, test, batch_size=40, device="cpu", thresholds=(0.2,))
     pck = metrics.pck_table(table).iloc[:, 0]
     assert pck.loc[3] > pck.loc[1] + 0.05, pck.to_dict()

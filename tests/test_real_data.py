@@ -442,7 +442,8 @@ def test_mean_pose_baseline_fit_and_predict():
     torch.testing.assert_close(base.mean[:2], (a[:2] + b[:2]) / 2)
     assert base.count.tolist() == [2, 2, 0] and torch.isnan(base.mean[2]).all()
     pred = base.predict({"center": torch.tensor([[10.0, 20.0]]), "scale": torch.tensor([0.25])})
-    torch.testing.assert_close(pred[0, :2, :2], torch.tensor([[10 + 0.2 * 50, 20 + 0.0], [10 + 0.2 * 50, 20 + 0.2 * 50]]))
+    expected = torch.tensor([[10 + 0.2 * 50, 20 + 0.0], [10 + 0.2 * 50, 20 + 0.2 * 50]])
+    torch.testing.assert_close(pred[0, :2, :2], expected)
     assert pred[0, :, 2].tolist() == [1.0, 1.0, 0.0]
     with pytest.raises(RuntimeError, match="fit"):
         MeanPoseBaseline().predict(batch)

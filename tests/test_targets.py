@@ -9,7 +9,8 @@ def random_keypoints(n, p, size, generator, margin=4.0):
     return torch.cat([xy, torch.ones(n, p, 1)], dim=-1)
 
 
-@pytest.mark.parametrize("cfg", [CodecConfig(), CodecConfig(input_size=128, sigma=5.0), CodecConfig(input_size=64, sigma=3.0, num_parts=3)])
+@pytest.mark.parametrize("cfg", [CodecConfig(), CodecConfig(input_size=128, sigma=5.0),
+                                 CodecConfig(input_size=64, sigma=3.0, num_parts=3)])
 def test_round_trip_within_half_output_pixel(cfg):
     g = torch.Generator().manual_seed(0)
     kp = random_keypoints(16, cfg.num_parts, cfg.input_size, g, margin=cfg.stride)

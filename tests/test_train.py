@@ -10,16 +10,18 @@ import torch
 from cpm_lab.callbacks import Callback
 from cpm_lab.data import SyntheticPoses
 from cpm_lab.models.cpm import CPM, CPMConfig
-from cpm_lab.train import (Trainer, TrainConfig, TrainingDiverged, _FirstStages, cpm_loss, load_model,
-                           plan_phases, read_checkpoint, stage_losses)
+from cpm_lab.train import (
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    cpm_loss,
+    load_model,
+    plan_phases,
+    read_checkpoint,
+    stage_losses,
+)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU run far faster on one thread (no OpenMP barrier stalls)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = dict(input_size=32, sigma=2.0, center_sigma=4.0, trunk_channels=6, feature_channels=4,
@@ -176,15 +178,6 @@ def test_stagewise_loss_is_on_the_stage_being_trained():
     assert h.loc[0, "loss"] == h.loc[0, "loss_stage1"] and math.isnan(h.loc[0, "loss_stage2"])
     assert h.loc[1, "loss"] == h.loc[1, "loss_stage2"] and math.isnan(h.loc[1, "loss_stage3"])
     assert h.loc[2, "loss"] == h.loc[2, "loss_stage3"]
-
-
-def test_partial_forward_matches_model():
-    model = toy_model().eval()
-    x, cm = torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32)
-    full = model(x, cm)
-    for t in (1, 2, 3):
-        part = _FirstStages(model, t)(x, cm)
-        assert len(part) == t and all(torch.equal(a, b) for a, b in zip(part, full))
 
 
 # ------------------------------------------------------------------------------------------------ schedules

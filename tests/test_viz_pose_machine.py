@@ -1,4 +1,5 @@
-"""Plots of the classical Pose Machine (cpm_lab.viz.pose_machine) on a tiny fitted machine."""
+"""Plots of the classical Pose Machine (cpm_lab.viz.pose_machine, cpm_lab.viz.pose_machine_features) on a tiny
+fitted machine; the tables behind them are tested in test_analysis.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,8 +19,14 @@ from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
 from cpm_lab import skeleton  # noqa: E402
 from cpm_lab.data import SyntheticPoses  # noqa: E402
 from cpm_lab.models import PoseMachine  # noqa: E402
-from cpm_lab.models.pose_machine import context_block_names, context_features, image_feature_names  # noqa: E402
+from cpm_lab.models.pose_machine_features import (  # noqa: E402
+    context_block_names,
+    context_features,
+    image_feature_names,
+    image_features,
+)
 from cpm_lab.viz import pose_machine as V  # noqa: E402
+from cpm_lab.viz import pose_machine_features as VF  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 R_WRIST, L_WRIST = skeleton.JOINT_INDEX["right_wrist"], skeleton.JOINT_INDEX["left_wrist"]
@@ -45,20 +52,19 @@ def _cell(kp, j):
 def test_cell_histograms_follow_edge_orientation():
     img = torch.zeros(3, 64, 64)
     img[:, :, 32:] = 1.0  # a vertical edge: horizontal gradient (angle 0 or 180 degrees)
-    from cpm_lab.models.pose_machine import image_features
-    hist = V.cell_orientation_histograms(image_features(img[None])[0])
+    hist = VF.cell_orientation_histograms(image_features(img[None])[0])
     assert hist.shape == (8, 8, 9)
     assert hist[4, 4].argmax() in (0, 8) and hist[4, 4].max() > 0  # the cell left of x = 32 holds the edge
     assert np.allclose(hist[:, 0], 0) and np.allclose(hist[:, 7], 0)  # flat far from the edge
-    flipped = V.cell_orientation_histograms(image_features(img.transpose(1, 2)[None])[0])  # horizontal edge
+    flipped = VF.cell_orientation_histograms(image_features(img.transpose(1, 2)[None])[0])  # horizontal edge
     assert flipped[4, 4].argmax() == 4  # gradient at 90 degrees: the middle bin
     with pytest.raises(ValueError, match="image features"):
-        V.cell_orientation_histograms(np.zeros((8, 8, 10)))
+        VF.cell_orientation_histograms(np.zeros((8, 8, 10)))
 
 
 def test_feature_grid_panels(tiny):
     _, _, item = tiny
-    fig = V.plot_feature_grid(item["image"], item["keypoints"])
+    fig = VF.plot_feature_grid(item["image"], item["keypoints"])
     grid_ax, hog_ax, support_ax, bar_ax = fig.axes
     assert len(grid_ax.lines) >= 2 * (8 - 1)  # 7 + 7 cell boundaries of the 8x8 grid (+ skeleton)
     cell_box = [p for p in grid_ax.patches if isinstance(p, Rectangle)][0]
@@ -68,10 +74,10 @@ def test_feature_grid_panels(tiny):
     boxes = [p for p in support_ax.patches if isinstance(p, Rectangle)]
     assert sorted({p.get_width() for p in boxes}) == [8, 24] and len(boxes) == 2 + 8  # cell, 3x3, 8 rings
     assert len(bar_ax.patches) == len(image_feature_names())
-    fig2 = V.plot_feature_grid(item["image"], cell=(0, 7))
+    fig2 = VF.plot_feature_grid(item["image"], cell=(0, 7))
     assert [p for p in fig2.axes[0].patches][0].get_xy() == (7 * 8 - 0.5, -0.5)
     with pytest.raises(ValueError, match="cell"):
-        V.plot_feature_grid(item["image"], cell=(8, 0))
+        VF.plot_feature_grid(item["image"], cell=(8, 0))
     plt.close("all")
 
 
@@ -79,7 +85,7 @@ def test_context_features_plot_shows_the_cells_vector(tiny):
     pm, _, item = tiny
     beliefs = pm(item["image"][None])
     b1 = beliefs[0][0]
-    fig = V.plot_context_features(b1, "r_wrist", config=pm, image=item["image"], keypoints=item["keypoints"])
+    fig = VF.plot_context_features(b1, "r_wrist", config=pm, image=item["image"], keypoints=item["keypoints"])
     map_ax, matrix_ax = fig.axes[0], fig.axes[2]
     row, col = _cell(item["keypoints"], R_WRIST)
     block = context_block_names(pm.config.context_radii, pm.config.n_peaks)
@@ -97,9 +103,9 @@ def test_context_features_plot_shows_the_cells_vector(tiny):
     assert highlighted[0].get_xy()[1] == R_WRIST - 0.5
     assert f"(row {row}, col {col})" in map_ax.get_title()
     with pytest.raises(ValueError, match="unknown part"):
-        V.plot_context_features(b1, "tail", cell=(0, 0), config=pm)
+        VF.plot_context_features(b1, "tail", cell=(0, 0), config=pm)
     with pytest.raises(ValueError, match="grid"):
-        V.plot_context_features(b1, R_WRIST, cell=(0, 99), config=pm)
+        VF.plot_context_features(b1, R_WRIST, cell=(0, 99), config=pm)
     plt.close("all")
 
 
@@ -128,29 +134,16 @@ def test_stage_comparison_rows_stages_and_values(tiny):
     plt.close("all")
 
 
-def test_part_confusion_and_side_swaps_on_constructed_beliefs():
+def test_part_confusion_plot_on_constructed_beliefs():
     kp = np.zeros((2, 14, 3), np.float32)
     for j in range(14):  # every joint in its own cell of a 16x16 grid
         kp[:, j] = (8 * j + 3.5, 8 * (j % 4) + 3.5, 1)
-    kp[1, 0, 2] = 0  # right ankle missing in image 1
+    kp[:, 0, 2] = 0  # right ankle missing in both images
     b = np.zeros((2, 15, 16, 16), np.float32)
     for j in range(14):
         r, c = int(kp[0, j, 1] // 8), int(kp[0, j, 0] // 8)
         b[:, j, r, c] = 1.0
     b[:, R_WRIST] = b[:, L_WRIST]  # the right-wrist map fires on the LEFT wrist only
-    m = V.part_confusion(b, kp)
-    assert m.shape == (14, 14)
-    assert m[R_WRIST, L_WRIST] == 1 and m[R_WRIST, R_WRIST] == 0 and m[L_WRIST, L_WRIST] == 1
-    assert m[0, 0] == 1  # ankle averaged over the one image that shows it
-    kp[:, 0, 2] = 0
-    assert np.isnan(V.part_confusion(b, kp)[:, 0]).all()
-
-    gt = torch.as_tensor(kp)
-    gt[:, :, 2] = 1
-    table = V.side_swaps([gt, gt[:, list(skeleton.FLIP_INDEX)]], gt)
-    pooled = table[table["part"] == "all L/R"].set_index("stage")["swapped"]
-    assert pooled[1] == 0 and pooled[2] == 1
-    assert set(table["part"]) == {skeleton.SHORT_NAMES[c] for c in range(14) if skeleton.FLIP_INDEX[c] != c} | {"all L/R"}
 
     fig = V.plot_part_confusion([torch.from_numpy(b)] * 2, kp, stages=(2,))
     assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == 1
@@ -160,37 +153,11 @@ def test_part_confusion_and_side_swaps_on_constructed_beliefs():
     plt.close("all")
 
 
-def test_most_improved_picks_the_largest_drop():
-    gt = torch.zeros(3, 14, 3)
-    gt[..., 2] = 1
-    first, last = gt.clone(), gt.clone()
-    first[0, R_WRIST, 0] += 5
-    first[2, L_WRIST, 0] += 30
-    first[1, R_WRIST, 0] += 50
-    gt[1, L_WRIST, 2] = 0  # sample 1 improves most but hides a wrist: skipped
-    assert V.most_improved([first, last], gt) == 2
-    with pytest.raises(ValueError, match="first and last"):
-        V.most_improved([first, last], gt, first=3)
-
-
-def test_feature_importance_table_and_plot(tiny):
+def test_feature_importance_plot(tiny):
     pm, _, _ = tiny
-    table = V.feature_importances(pm)
-    sums = table.groupby("stage")["importance"].sum()
-    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-6)
-    assert "context" not in set(table[table["stage"] == 1]["family"])
-    ctx = table[(table["stage"] == 3) & (table["family"] == "context")]
-    assert len(ctx) == len(pm.context_feature_names()) and set(ctx["part"]) == set(skeleton.SHORT_NAMES)
-    assert set(ctx["kind"]) == {"own", "ring1", "ring2", "ring4", "peak", "max"}
     fig = V.plot_feature_importance(pm)
     assert len(fig.axes) == 3
     assert len(fig.axes[1].patches) == 14
-    broken = PoseMachine(pm.config)
-    broken.models_ = [object()] * 3
-    with pytest.raises(ValueError, match="feature_importances_"):
-        V.feature_importances(broken)
-    with pytest.raises(ValueError, match="fitted"):
-        V.feature_importances(PoseMachine(pm.config))
     plt.close("all")
 
 
@@ -203,30 +170,13 @@ def test_bench_belief_figure_uses_the_module(tiny, tmp_path):
     assert Path(out).stat().st_size > 10_000
 
 
-def test_confusion_example_finds_a_repaired_left_right_confusion():
-    kp = np.zeros((3, 14, 3), np.float32)
-    kp[..., 2] = 1
-    kp[:, R_WRIST, :2] = (3.5, 3.5)      # cell (0, 0)
-    kp[:, L_WRIST, :2] = (99.5, 99.5)    # cell (12, 12)
-    first = np.full((3, 15, 16, 16), 0.01, np.float32)
-    last = first.copy()
-    first[:, R_WRIST, 0, 0] = last[:, R_WRIST, 0, 0] = 0.5   # every map finds the right wrist
-    first[1, R_WRIST, 12, 12] = 0.5                           # sample 1: stage 1 also fires on the left wrist
-    first[2, R_WRIST, 12, 12] = last[2, R_WRIST, 12, 12] = 0.5  # sample 2: and never stops
-    assert V.confusion_example([first, last], kp, "r_wrist") == 1
-    kp[1, L_WRIST, 2] = 0
-    assert V.confusion_example([first, last], kp, "right_wrist") != 1
-    with pytest.raises(ValueError, match="mirror"):
-        V.confusion_example([first, last], kp, "neck")
-
-
 def test_context_features_at_another_joint(tiny):
     pm, _, item = tiny
     b1 = pm(item["image"][None])[0][0]
-    fig = V.plot_context_features(b1, "r_wrist", config=pm, keypoints=item["keypoints"], at="left_wrist")
+    fig = VF.plot_context_features(b1, "r_wrist", config=pm, keypoints=item["keypoints"], at="left_wrist")
     row, col = _cell(item["keypoints"], L_WRIST)
     assert f"(row {row}, col {col}) = true l_wrist" in fig.axes[0].get_title()
     peak = divmod(int(b1[R_WRIST].argmax()), 8)
-    fig = V.plot_context_features(b1, R_WRIST, config=pm)  # no keypoints: the map's peak
+    fig = VF.plot_context_features(b1, R_WRIST, config=pm)  # no keypoints: the map's peak
     assert f"(row {peak[0]}, col {peak[1]}) = its peak" in fig.axes[0].get_title()
     plt.close("all")

@@ -5,7 +5,7 @@ person-box-normalised coordinates, ``(xy - center) / (scale * 200)`` (so 0 is th
 centre and +-0.5 the box edges); ``predict`` places that mean pose in each sample's person box.
 A model that does not beat it on PCK has learnt nothing beyond "where joints usually are".
 
-``evaluate`` scores it exactly like ``cpm_lab.metrics.evaluate`` scores a model (same ground
+``evaluate`` scores it exactly like ``cpm_lab.inference.evaluate`` scores a model (same ground
 truth, same PCK / AUC / EPE definitions, same tidy columns), as a single stage labelled 1::
 
     base = MeanPoseBaseline().fit(make_dataset("lspet", 128, "train"))

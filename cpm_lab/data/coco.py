@@ -125,11 +125,7 @@ class COCOKeypoints(PersonCrops):
             self.annotation_ids.append(ann.get("id"))
             self.image_ids.append(ann.get("image_id"))
         kp = np.array(kps, dtype=np.float64).reshape(-1, 17, 3)
-        if parts == "lsp":
-            kp = skeleton.to_lsp(kp, "coco").astype(np.float64)
-            self.joint_names, self.flip_index = skeleton.JOINT_NAMES, skeleton.FLIP_INDEX
-        else:
-            self.joint_names, self.flip_index = skeleton.COCO_JOINT_NAMES, skeleton.flip_index(len(skeleton.COCO_JOINT_NAMES))
+        kp, self.joint_names, self.flip_index = skeleton.joint_set(kp, "coco", parts)
         self._setup(name=f"COCOKeypoints({Path(annotation_json).name})", paths=paths, keypoints=kp,
                     centers=np.array(centers).reshape(-1, 2), boxes=np.array(boxes), sources=sources,
                     problems=problems, image_size=image_size, margin=margin, on_error=on_error,

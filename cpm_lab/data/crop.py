@@ -111,8 +111,9 @@ def warp_images(images: torch.Tensor, matrix: torch.Tensor, out_size, *,
         mode, padding_mode: passed to ``torch.nn.functional.grid_sample``; outside the input
             is filled with 0 by default.
     Returns:
-        (N, C, h, w) tensor of the images' dtype (float32 for integer images). Bilinear resampling does not low-pass filter,
-        so shrinking by much more than 2x aliases; loaders use ``crop_pil`` for that case.
+        (N, C, h, w) tensor of the images' dtype (float32 for integer images). Bilinear
+        resampling does not low-pass filter, so shrinking by much more than 2x aliases; loaders
+        use ``crop_pil`` for that case.
     """
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N, C, H, W); got {tuple(images.shape)}")
@@ -337,8 +338,11 @@ class PersonCrops(torch.utils.data.Dataset):
         self.keypoints_orig[..., :2] = np.where(self.keypoints_orig[..., 2:3] > 0, self.keypoints_orig[..., :2], 0.0)
         self.centers_orig = np.asarray(centers, dtype=np.float64).reshape(len(paths), 2)[keep]
         self.boxes_orig = np.asarray(boxes, dtype=np.float64).reshape(len(paths))[keep]
-        self.matrices = crop_matrix(torch.from_numpy(self.centers_orig), torch.from_numpy(self.boxes_orig),
-                                    self.image_size, self.margin) if len(keep) else torch.zeros(0, 3, 3, dtype=torch.float64)
+        if len(keep):
+            self.matrices = crop_matrix(torch.from_numpy(self.centers_orig), torch.from_numpy(self.boxes_orig),
+                                        self.image_size, self.margin)
+        else:
+            self.matrices = torch.zeros(0, 3, 3, dtype=torch.float64)
         self._cache = None
         if cache:
             from .cache import CropCache

@@ -111,11 +111,7 @@ class MPII(PersonCrops):
             kp[i, :, 2] = vis
             centers[i] = np.asarray(rec["center"], dtype=np.float64) - shift
             boxes[i] = float(rec["scale"]) * SCALE_UNIT_PX
-        if parts == "lsp":
-            kp = skeleton.to_lsp(kp, "mpii").astype(np.float64)
-            self.joint_names, self.flip_index = skeleton.JOINT_NAMES, skeleton.FLIP_INDEX
-        else:
-            self.joint_names, self.flip_index = skeleton.MPII_JOINT_NAMES, skeleton.flip_index(len(skeleton.MPII_JOINT_NAMES))
+        kp, self.joint_names, self.flip_index = skeleton.joint_set(kp, "mpii", parts)
         self._setup(name=f"MPII({Path(annotation_json).name})", paths=paths, keypoints=kp,
                     centers=centers, boxes=boxes, sources=sources, problems=problems,
                     image_size=image_size, margin=margin, on_error=on_error,

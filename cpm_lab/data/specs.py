@@ -102,8 +102,10 @@ def default_data_root():
     not exist)."""
     import os
     from pathlib import Path
+
+    from ..assets import ROOT
     env = os.environ.get("CPM_LAB_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "datasets"
+    return Path(env) if env else ROOT.parent / "shared" / "datasets"
 
 
 def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split: str, length: int | None,

@@ -9,13 +9,11 @@
 Plots for all of these live in ``cpm_lab.viz.diagnostics``.
 """
 from .cost import ModelCost, model_cost
-from .gradients import (DEFAULT_BIN_EDGES, GradientTracker, SupervisionComparison, compare_supervision,
-                        tracked_layers)
-from .receptive_field import (EffectiveRF, LayerGraph, Node, ReceptiveFields,
-                              effective_receptive_field, layer_graph, output_cell_center,
-                              receptive_fields)
+from .effective_rf import EffectiveRF, effective_receptive_field
+from .gradients import DEFAULT_BIN_EDGES, GradientTracker, SupervisionComparison, compare_supervision, tracked_layers
+from .receptive_field import LayerGraph, Node, ReceptiveFields, layer_graph, receptive_fields
 
 __all__ = ["ModelCost", "model_cost", "DEFAULT_BIN_EDGES", "GradientTracker", "compare_supervision",
            "SupervisionComparison",
            "tracked_layers", "EffectiveRF", "LayerGraph", "Node", "ReceptiveFields",
-           "effective_receptive_field", "layer_graph", "output_cell_center", "receptive_fields"]
+           "effective_receptive_field", "layer_graph", "receptive_fields"]

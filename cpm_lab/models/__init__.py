@@ -1,5 +1,5 @@
 """Pose models: the Convolutional Pose Machine and the classical Pose Machine."""
-from .cpm import CPM, PRESETS, CPMConfig, preset_config
+from .cpm import CPM, PRESETS, Block, CPMConfig, preset_config
 from .pose_machine import PoseMachine, PoseMachineConfig
 
-__all__ = ["CPM", "CPMConfig", "PRESETS", "PoseMachine", "PoseMachineConfig", "preset_config"]
+__all__ = ["Block", "CPM", "CPMConfig", "PRESETS", "PoseMachine", "PoseMachineConfig", "preset_config"]

@@ -16,10 +16,26 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .. import skeleton
-from ..targets import CodecConfig, center_map
+from ..targets import CodecConfig, center_map, default_centers
+from ..utils import check_fields
+
+
+@dataclass(frozen=True)
+class Block:
+    """One step of a CPM's wiring (``CPM.wiring``): ``module`` applied to its inputs (several are
+    concatenated along channels, in order); its output is known as ``name``.
+
+    ``stage`` is the 1-based stage that owns the module; ``group`` prefixes the names of its
+    layers in the diagnostics (``"stage1"``, ``"trunk"``, ``"center"``, ``"stage3"``).
+    """
+
+    name: str
+    stage: int
+    group: str
+    module: nn.Module
+    inputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -70,11 +86,7 @@ class CPMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CPMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown CPMConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return cls(**check_fields(cls, d))
 
 
 #: Named presets. "paper" is the official LSP model; the others keep its structure.
@@ -120,10 +132,10 @@ def _trunk(c: CPMConfig) -> list[nn.Module]:
 class CPM(nn.Module):
     """A Convolutional Pose Machine.
 
-    ``forward(images, center_maps=None)`` takes images (N, 3, H, W) and optional centre maps
-    (N, 1, H, W) at input resolution (a Gaussian on the image centre when omitted) and returns a
-    list of ``num_stages`` belief tensors, each (N, P + 1, H // 8, W // 8), background last.
-    Stage t of the list is ``beliefs[t - 1]``.
+    ``forward(images, center_maps=None, num_stages=None)`` takes images (N, 3, H, W) and optional
+    centre maps (N, 1, H, W) at input resolution (a Gaussian on the image centre when omitted) and
+    returns a list of belief tensors, one per stage run, each (N, P + 1, H // 8, W // 8),
+    background last. Stage t of the list is ``beliefs[t - 1]``. ``wiring()`` describes the dataflow.
     """
 
     def __init__(self, config: CPMConfig | None = None):
@@ -182,40 +194,58 @@ class CPM(nn.Module):
     def codec(self) -> CodecConfig:
         return self.config.codec
 
-    def default_center_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Centre maps (N, 1, H, W) with a Gaussian on the middle of each image."""
-        n, _, h, w = images.shape
-        centers = torch.tensor([[(w - 1) / 2, (h - 1) / 2]], device=images.device,
-                               dtype=torch.float32).expand(n, 2)
-        return center_map(centers, self.codec, h, w).to(images.dtype)
+    def wiring(self, num_stages: int | None = None) -> list[Block]:
+        """The model's dataflow, in execution order: ``forward`` runs exactly these blocks, and the
+        diagnostics (receptive fields, cost, gradient tracking) read the graph from them.
 
-    def forward(self, images: torch.Tensor, center_maps: torch.Tensor | None = None) -> list[torch.Tensor]:
+        Inputs are named ``"image"`` and ``"center_map"``; block ``"beliefs{t}"`` is stage t's
+        output. Stage 1 maps the image to beliefs; stage 2 owns the shared trunk x' and the
+        centre-map pooling, which every stage t >= 2 reuses with its own feature layer.
+        ``num_stages`` (default all) stops after that many stages.
+        """
+        k = self.config.num_stages if num_stages is None else int(num_stages)
+        if not 1 <= k <= self.config.num_stages:
+            raise ValueError(f"num_stages must be in 1..{self.config.num_stages}, got {num_stages}")
+        blocks = [Block("beliefs1", 1, "stage1", self.stage1, ("image",))]
+        if k > 1:
+            blocks += [Block("trunk", 2, "trunk", self.trunk, ("image",)),
+                       Block("center", 2, "center", self.center_pool, ("center_map",))]
+        for t in range(2, k + 1):
+            blocks += [Block(f"features{t}", t, f"stage{t}", self.features[t - 2], ("trunk",)),
+                       Block(f"beliefs{t}", t, f"stage{t}", self.stages[t - 2],
+                             (f"features{t}", f"beliefs{t - 1}", "center"))]
+        return blocks
+
+    def forward(self, images: torch.Tensor, center_maps: torch.Tensor | None = None,
+                num_stages: int | None = None) -> list[torch.Tensor]:
+        """Beliefs of stages 1..``num_stages`` (default all): a list of (N, P + 1, H/8, W/8).
+
+        ``center_maps`` (N, 1, H, W) at input resolution; None = a Gaussian on each image's
+        centre (``targets.default_centers``).
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (N, 3, H, W); got {tuple(images.shape)}")
+        n, _, h, w = images.shape
         if center_maps is None:
-            center_maps = self.default_center_maps(images)
-        elif center_maps.shape != (images.shape[0], 1, *images.shape[2:]):
-            raise ValueError(f"center_maps must have shape (N, 1, H, W) = "
-                             f"{(images.shape[0], 1, *images.shape[2:])}; got {tuple(center_maps.shape)}")
-        beliefs = [self.stage1(images)]
-        if self.trunk is not None:
-            shared = self.trunk(images)
-            pooled_center = self.center_pool(center_maps)
-            for features, stage in zip(self.features, self.stages):
-                x = torch.cat([features(shared), beliefs[-1], pooled_center], dim=1)
-                beliefs.append(stage(x))
-        return beliefs
+            centers = default_centers(n, h, w, device=images.device)
+            center_maps = center_map(centers, self.codec, h, w).to(images.dtype)
+        elif center_maps.shape != (n, 1, h, w):
+            raise ValueError(f"center_maps must have shape (N, 1, H, W) = {(n, 1, h, w)}; "
+                             f"got {tuple(center_maps.shape)}")
+        values = {"image": images, "center_map": center_maps}
+        blocks = self.wiring(num_stages)
+        for b in blocks:
+            x = values[b.inputs[0]] if len(b.inputs) == 1 else torch.cat([values[i] for i in b.inputs], dim=1)
+            values[b.name] = b.module(x)
+        return [values[b.name] for b in blocks if b.name.startswith("beliefs")]
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
-        """The modules owned by ``stage`` (1-based): stage 1's network, or for t >= 2 its
-        feature layer and refinement head. The shared trunk belongs to stage 2, which is the
-        first stage that uses it."""
+        """The modules owned by ``stage`` (1-based), read from ``wiring``: stage 1's network, or
+        for t >= 2 its feature layer and refinement head; stage 2 also owns the shared trunk and
+        the centre-map pooling, as the first stage that uses them."""
         if not 1 <= stage <= self.config.num_stages:
             raise ValueError(f"stage must be in 1..{self.config.num_stages}, got {stage}")
-        if stage == 1:
-            return [self.stage1]
-        mods = [self.features[stage - 2], self.stages[stage - 2]]
-        return ([self.trunk] if stage == 2 else []) + mods
+        return [b.module for b in self.wiring() if b.stage == stage]
 
 
 def preset_config(name: str, **overrides) -> CPMConfig:

@@ -1,12 +1,19 @@
 """Plots (matplotlib) and interactive explorers (ipywidgets) of poses, beliefs and diagnostics."""
-from .diagnostics import (plot_cost, plot_effective_receptive_field, plot_erf_mass, plot_gradient_histograms,
-                          plot_gradient_norm_by_depth, plot_gradient_norms, plot_receptive_fields)
+from .diagnostics import (
+    plot_cost,
+    plot_effective_receptive_field,
+    plot_erf_mass,
+    plot_gradient_histograms,
+    plot_gradient_norm_by_depth,
+    plot_gradient_norms,
+    plot_receptive_fields,
+)
 from .explorer import BeliefExplorer, Occluder
+from .pose import draw_skeleton, overlay_beliefs, plot_stage_beliefs, sample_grid, show_pose
+from .pose_machine import plot_feature_importance, plot_part_confusion, plot_stage_comparison
+from .pose_machine_features import plot_context_features, plot_feature_grid
 from .receptive import ReceptiveFieldExplorer
 from .training import LiveTrainingPlot, draw_history, plot_history
-from .pose_machine import (plot_context_features, plot_feature_grid, plot_feature_importance, plot_part_confusion,
-                           plot_stage_comparison)
-from .pose import draw_skeleton, overlay_beliefs, plot_stage_beliefs, sample_grid, show_pose
 
 __all__ = ["BeliefExplorer", "Occluder", "draw_skeleton", "overlay_beliefs", "plot_cost",
            "plot_effective_receptive_field", "plot_erf_mass", "plot_gradient_histograms",

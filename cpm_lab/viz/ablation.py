@@ -14,18 +14,13 @@ import numpy as np
 import pandas as pd
 
 from ..diagnostics.gradients import DEFAULT_BIN_EDGES
+from ..train.phases import STRATEGY_LABELS
 from .diagnostics import plot_gradient_histograms, stage_colors
 
-__all__ = ["STRATEGY_LABELS", "STRATEGY_COLORS", "plot_strategy_pck", "plot_stages_pck",
+__all__ = ["STRATEGY_COLORS", "plot_strategy_pck", "plot_stages_pck",
            "plot_supervision_histograms", "plot_supervision_gradients"]
 
-#: Display names, in the order the paper discusses them, and fixed colours.
-STRATEGY_LABELS = {
-    "end_to_end": "end-to-end, loss on every stage",
-    "stagewise_finetune": "stage-wise, then end-to-end fine-tune",
-    "stagewise": "stage-wise",
-    "no_intermediate": "end-to-end, loss on final stage only",
-}
+#: Fixed colours of the strategies (their display names are ``train.STRATEGY_LABELS``).
 STRATEGY_COLORS = {"end_to_end": "C0", "stagewise_finetune": "C2", "stagewise": "C1", "no_intermediate": "C3"}
 SUPERVISION_LABELS = {"end_to_end": "with intermediate supervision", "no_intermediate": "final-stage loss only"}
 

@@ -11,9 +11,10 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from ..diagnostics.cost import ModelCost
+from ..diagnostics.effective_rf import EffectiveRF
 from ..diagnostics.gradients import GradientTracker
-from ..diagnostics.receptive_field import (EffectiveRF, ReceptiveFields, output_cell_center,
-                                           receptive_fields)
+from ..diagnostics.receptive_field import ReceptiveFields, receptive_fields
+from ..targets import cell_center
 from .pose import image_hwc
 
 __all__ = ["stage_colors", "plot_receptive_fields", "plot_effective_receptive_field",
@@ -66,7 +67,7 @@ def plot_receptive_fields(model_or_rf, image=None, location: tuple[int, int] | N
     stride = int(rf.stages["jump_px"].iloc[-1])
     if location is None:
         location = ((h // stride) // 2, (w // stride) // 2)
-    cy, cx = output_cell_center(location[0], stride), output_cell_center(location[1], stride)
+    cy, cx = cell_center(location[0], stride), cell_center(location[1], stride)
     fig, ax = _new_ax(ax, (7.5, 5.2))
     ax.imshow(img, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, ec="black", lw=1, ls=":"))
@@ -238,7 +239,8 @@ def plot_gradient_norm_by_depth(trackers, step: int | None = None, last: int = 1
             ax.plot(off["depth"], off["norm"].clip(lower=1e-30), "o", mfc="none", ms=5, color=colour,
                     label="side branches (trunk, feature convs)" if li == len(runs) - 1 else None)
         for s_, d in on.groupby("stage")["depth"]:
-            bounds[int(s_)] = (min(d.min(), bounds.get(int(s_), (1e9, 0))[0]), max(d.max(), bounds.get(int(s_), (0, 0))[1]))
+            lo, hi = bounds.get(int(s_), (1e9, 0))
+            bounds[int(s_)] = (min(d.min(), lo), max(d.max(), hi))
     ax.set_yscale("log")
     for s_, (lo, hi) in sorted(bounds.items()):
         if s_ > 1:

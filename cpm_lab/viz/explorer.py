@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .. import skeleton
-from ..targets import center_map, decode
+from ..inference import Prediction, predict
 from ._panel import FigurePanel
 from .pose import draw_skeleton, overlay_beliefs, part_label, to_numpy
 
@@ -42,29 +42,6 @@ class Occluder:
         return out
 
 
-@torch.no_grad()
-def stage_beliefs(model, image: torch.Tensor, center=None) -> list[np.ndarray]:
-    """Run ``model`` on one image (3×H×W) and return its per-stage beliefs as numpy arrays
-    (P + 1, h, w). The centre map is built from ``center`` (x, y) with the model's codec, or
-    left to the model (image centre) when ``center`` is None."""
-    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    device = param.device if param is not None else torch.device("cpu")
-    x = image.unsqueeze(0).to(device, torch.float32)
-    cm = None
-    if center is not None:
-        c = torch.as_tensor(center, dtype=torch.float32, device=device).view(1, 2)
-        cm = center_map(c, model.codec, x.shape[-2], x.shape[-1])
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        out = model(x, cm)
-    finally:
-        if was_training:
-            model.train()
-    return [b[0].float().cpu().numpy() for b in out]
-
-
 class BeliefExplorer(FigurePanel):
     """Interactive view of a model's beliefs on a dataset.
 
@@ -85,7 +62,7 @@ class BeliefExplorer(FigurePanel):
         self.model, self.dataset = model, dataset
         self.codec = model.codec
         self.figsize = figsize
-        self._cache: dict[tuple, tuple[list[np.ndarray], np.ndarray]] = {}
+        self._cache: dict[tuple, Prediction] = {}
         self.runs = 0  # model forward passes so far (cached redraws don't count)
         self.state = dict(index=int(index), part=self._check_part(part), opacity=float(opacity), show_truth=True,
                           show_prediction=True, show_path=False, scale_to_peak=bool(scale_to_peak), occluder=None)
@@ -102,17 +79,20 @@ class BeliefExplorer(FigurePanel):
         occ = self.state["occluder"]
         return occ.apply(image) if occ is not None else image
 
-    def _beliefs(self) -> tuple[list[np.ndarray], np.ndarray]:
-        """(per-stage beliefs, decoded keypoints (T, P, 3)) for the current sample and occluder."""
+    @property
+    def prediction(self) -> Prediction:
+        """The model's ``inference.Prediction`` for the current sample and occluder (one image:
+        beliefs (1, P + 1, h, w) and keypoints (1, P, 3) per stage), computed once per state."""
         key = (self.state["index"], self.state["occluder"])
         if key not in self._cache:
-            sample = self._sample()
-            beliefs = stage_beliefs(self.model, self._image(), sample.get("center"))
-            stacked = torch.from_numpy(np.stack(beliefs))
-            keypoints = decode(stacked, self.codec).numpy()
-            self._cache[key] = (beliefs, keypoints)
+            self._cache[key] = predict(self.model, self._image(), self._sample().get("center"))
             self.runs += 1
         return self._cache[key]
+
+    def _beliefs(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """(per-stage beliefs (P + 1, h, w), decoded keypoints (T, P, 3)) as numpy arrays."""
+        pred = self.prediction
+        return [b[0].numpy() for b in pred.beliefs], torch.stack([k[0] for k in pred.keypoints]).numpy()
 
     def update(self, **changes) -> "BeliefExplorer":
         """Change state programmatically (index, stage, part, opacity, show_truth,
@@ -211,7 +191,8 @@ class BeliefExplorer(FigurePanel):
                             continuous_update=True)
         play = W.Play(value=s["stage"], min=1, max=self.num_stages, interval=700, description="play stages")
         W.jslink((play, "value"), (stage, "value"))
-        part_options = [("all parts", "all")] + [(n.replace("_", " "), i) for i, n in enumerate(skeleton.JOINT_NAMES[: self.codec.num_parts])]
+        names = skeleton.JOINT_NAMES[: self.codec.num_parts]
+        part_options = [("all parts", "all")] + [(n.replace("_", " "), i) for i, n in enumerate(names)]
         if self.codec.num_parts != skeleton.NUM_JOINTS:
             part_options = [("all parts", "all")] + [(f"part {i}", i) for i in range(self.codec.num_parts)]
         part = W.Dropdown(options=part_options, value=s["part"], description="part")

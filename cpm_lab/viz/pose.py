@@ -11,13 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import skeleton
-
-
-def to_numpy(x) -> np.ndarray:
-    """A torch tensor (any device, any dtype) or array-like as a float32 numpy array."""
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
+from ..utils import to_numpy
 
 
 def image_hwc(image) -> np.ndarray:

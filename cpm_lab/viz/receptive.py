@@ -18,7 +18,6 @@ its current state, as ``BeliefExplorer`` does.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from matplotlib import colormaps, patheffects
@@ -27,7 +26,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .. import skeleton
-from ..diagnostics.receptive_field import EffectiveRF, effective_receptive_field, receptive_fields
+from ..diagnostics.effective_rf import EffectiveRF, effective_receptive_field
+from ..diagnostics.receptive_field import receptive_fields
+from ..inference import model_device, stage_outputs
 from ._panel import FigurePanel
 from .diagnostics import stage_colors
 from .pose import draw_skeleton, image_hwc, part_label
@@ -151,18 +152,9 @@ class ReceptiveFieldExplorer(FigurePanel):
             return self._tensor[: self.n_images]
         return torch.stack([self._image(i) for i in range(self.n_images)])
 
-    @torch.no_grad()
     def _grid_shape(self, image: torch.Tensor) -> tuple[int, int]:
         """(rows, cols) of the belief grid, from one forward pass (also counts channels)."""
-        p = next(iter(self.model.parameters()), None)
-        device = p.device if p is not None else torch.device("cpu")
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = self.model(image.unsqueeze(0).to(device, torch.float32))
-        finally:
-            self.model.train(was_training)
-        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        outs = stage_outputs(self.model, image.unsqueeze(0).to(model_device(self.model), torch.float32))
         if len(outs) != self.num_stages:
             raise ValueError(f"the model returns {len(outs)} stage output(s) but its analysis has "
                              f"{self.num_stages} stage(s)")

@@ -99,6 +99,80 @@ def _phase_marks(ax, history: pd.DataFrame) -> None:
         ax.axvline(steps[i] + 0.5, color="0.5", ls=":", lw=0.9)
 
 
+def _draw_loss(ax, df: pd.DataFrame, stages: dict[int, str], colors, smooth: int | None) -> None:
+    """Loss panel: per stage a running mean (label ``stage t``) over its faint raw values."""
+    steps = df["step"].to_numpy()
+    n = max(stages)
+    window = smooth if smooth is not None else int(np.clip(len(df) // 25, 1, 50))
+    for t, col in stages.items():
+        raw = df[col].astype(float)
+        if window > 1:
+            ax.plot(steps, raw, "-", color=colors[t - 1], lw=0.6, alpha=0.25)
+        ax.plot(steps, _running_mean(raw, window), "-", color=colors[t - 1], lw=1.6, label=f"stage {t}")
+    _plain_log(ax)
+    ax.set_ylabel("loss per stage" + (f"\n(running mean of {window} steps)" if window > 1 else ""), fontsize=8)
+    ax.set_title(f"loss f_t of each stage · step {int(steps[-1])}", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, ncol=2 if n > 3 else 1)
+    ax.grid(alpha=0.3, which="both")
+    _phase_marks(ax, df)
+
+
+def _draw_lr(ax, df: pd.DataFrame) -> None:
+    """Learning-rate panel (log y when it spans more than a factor of 5)."""
+    if "lr" in df.columns:
+        lr = df["lr"].astype(float)
+        ax.plot(df["step"].to_numpy(), lr, color="0.25", lw=1.3)
+        if (lr > 0).all() and lr.max() > 5 * lr.min():
+            _plain_log(ax)
+        ax.set_ylabel("learning rate", fontsize=8)
+        ax.grid(alpha=0.3)
+        _phase_marks(ax, df)
+    else:
+        _hint(ax, "no 'lr' column in the history")
+    ax.set_xlabel("optimiser step", fontsize=8)
+
+
+def _draw_gradients(ax, tracker, colors, n: int) -> None:
+    """Gradient panel: the L2 norm of each stage's parameters from ``tracker.stage_norms``."""
+    if tracker is None:
+        _hint(ax, "gradient norms: pass tracker=GradientTracker(...)\nand give the same tracker to the Trainer")
+    else:
+        g = tracker.stage_norms
+        if g.empty:
+            _hint(ax, "no gradient records yet")
+        else:
+            for t, gg in g.groupby("stage"):
+                ax.plot(gg["step"], gg["norm"].clip(lower=1e-30), "-", color=colors[int(t) - 1] if t <= n else None,
+                        lw=1.4, marker="." if len(gg) < 30 else None, label=f"stage {int(t)}")
+            _plain_log(ax)
+            ax.set_xlabel("optimiser step", fontsize=8)
+            ax.set_ylabel("gradient L2 norm", fontsize=8)
+            ax.legend(fontsize=7, frameon=False)
+            ax.grid(alpha=0.3, which="both")
+    ax.set_title("gradient norm of each stage's parameters", fontsize=10)
+
+
+def _draw_pck(ax, df: pd.DataFrame, colors, n: int, pck_threshold: float | None) -> None:
+    """Held-out PCK panel: each stage's PCK at ``pck_threshold`` at every evaluation."""
+    pcks = _pck_columns(df)
+    if pcks:
+        thr = pck_threshold if pck_threshold is not None else (0.2 if 0.2 in pcks else max(pcks))
+        if thr not in pcks:
+            raise ValueError(f"pck_threshold {thr} not in the history; logged thresholds: {sorted(pcks)}")
+        for t, col in sorted(pcks[thr].items()):
+            ev = df[["step", col]].dropna()
+            ax.plot(ev["step"], ev[col], "o-", color=colors[t - 1] if t <= n else None, ms=3.5, lw=1.3,
+                    label=f"stage {t}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("optimiser step", fontsize=8)
+        ax.set_ylabel(f"held-out PCK@{thr:g}", fontsize=8)
+        ax.legend(fontsize=7, frameon=False, loc="best")
+        ax.grid(alpha=0.3)
+    else:
+        _hint(ax, "held-out PCK: give the Trainer an eval_set\nand set TrainConfig(eval_every=...)")
+    ax.set_title("held-out accuracy of each stage", fontsize=10)
+
+
 def draw_history(fig: Figure, history, tracker=None, smooth: int | None = None,
                  pck_threshold: float | None = None) -> Figure:
     """Draw the four training panels into ``fig`` (a fresh Figure) and return it.
@@ -125,66 +199,10 @@ def draw_history(fig: Figure, history, tracker=None, smooth: int | None = None,
     stages = _stage_columns(df)
     n = max(stages)
     colors = stage_colors(n)
-    steps = df["step"].to_numpy()
-    window = smooth if smooth is not None else int(np.clip(len(df) // 25, 1, 50))
-    for t, col in stages.items():
-        raw = df[col].astype(float)
-        if window > 1:
-            ax_loss.plot(steps, raw, "-", color=colors[t - 1], lw=0.6, alpha=0.25)
-        ax_loss.plot(steps, _running_mean(raw, window), "-", color=colors[t - 1], lw=1.6, label=f"stage {t}")
-    _plain_log(ax_loss)
-    ax_loss.set_ylabel("loss per stage" + (f"\n(running mean of {window} steps)" if window > 1 else ""), fontsize=8)
-    ax_loss.set_title(f"loss f_t of each stage · step {int(steps[-1])}", fontsize=10)
-    ax_loss.legend(fontsize=7, frameon=False, ncol=2 if n > 3 else 1)
-    ax_loss.grid(alpha=0.3, which="both")
-    _phase_marks(ax_loss, df)
-
-    if "lr" in df.columns:
-        lr = df["lr"].astype(float)
-        ax_lr.plot(steps, lr, color="0.25", lw=1.3)
-        if (lr > 0).all() and lr.max() > 5 * lr.min():
-            _plain_log(ax_lr)
-        ax_lr.set_ylabel("learning rate", fontsize=8)
-        ax_lr.grid(alpha=0.3)
-        _phase_marks(ax_lr, df)
-    else:
-        _hint(ax_lr, "no 'lr' column in the history")
-    ax_lr.set_xlabel("optimiser step", fontsize=8)
-
-    if tracker is None:
-        _hint(ax_grad, "gradient norms: pass tracker=GradientTracker(...)\nand give the same tracker to the Trainer")
-    else:
-        g = tracker.stage_norms
-        if g.empty:
-            _hint(ax_grad, "no gradient records yet")
-        else:
-            for t, gg in g.groupby("stage"):
-                ax_grad.plot(gg["step"], gg["norm"].clip(lower=1e-30), "-", color=colors[int(t) - 1] if t <= n else None,
-                             lw=1.4, marker="." if len(gg) < 30 else None, label=f"stage {int(t)}")
-            _plain_log(ax_grad)
-            ax_grad.set_xlabel("optimiser step", fontsize=8)
-            ax_grad.set_ylabel("gradient L2 norm", fontsize=8)
-            ax_grad.legend(fontsize=7, frameon=False)
-            ax_grad.grid(alpha=0.3, which="both")
-    ax_grad.set_title("gradient norm of each stage's parameters", fontsize=10)
-
-    pcks = _pck_columns(df)
-    if pcks:
-        thr = pck_threshold if pck_threshold is not None else (0.2 if 0.2 in pcks else max(pcks))
-        if thr not in pcks:
-            raise ValueError(f"pck_threshold {thr} not in the history; logged thresholds: {sorted(pcks)}")
-        for t, col in sorted(pcks[thr].items()):
-            ev = df[["step", col]].dropna()
-            ax_pck.plot(ev["step"], ev[col], "o-", color=colors[t - 1] if t <= n else None, ms=3.5, lw=1.3,
-                        label=f"stage {t}")
-        ax_pck.set_ylim(-0.02, 1.02)
-        ax_pck.set_xlabel("optimiser step", fontsize=8)
-        ax_pck.set_ylabel(f"held-out PCK@{thr:g}", fontsize=8)
-        ax_pck.legend(fontsize=7, frameon=False, loc="best")
-        ax_pck.grid(alpha=0.3)
-    else:
-        _hint(ax_pck, "held-out PCK: give the Trainer an eval_set\nand set TrainConfig(eval_every=...)")
-    ax_pck.set_title("held-out accuracy of each stage", fontsize=10)
+    _draw_loss(ax_loss, df, stages, colors, smooth)
+    _draw_lr(ax_lr, df)
+    _draw_gradients(ax_grad, tracker, colors, n)
+    _draw_pck(ax_pck, df, colors, n, pck_threshold)
     return fig
 
 

@@ -1,0 +1,197 @@
+"""Planning an ablation: budgets per preset, ``RunSpec`` (everything that determines a run's
+result) and ``plan_runs`` (the list of runs of a sweep, no training)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from ..data.specs import parse_spec
+from ..models.cpm import PRESETS
+from ..train.phases import STRATEGIES, plan_phases
+from ..utils import resolve_device
+
+EXPERIMENTS = ("strategies", "stages")
+#: PCK thresholds (fractions of the torso diagonal) evaluated for every stage of every run.
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2)
+NORMALIZE = "torso"
+
+#: Default budget per model preset: optimiser steps and batch size of EVERY run, held-out images.
+#: "tiny" is sized so that the default sweep (4 strategies + 1..6 stages, 3 seeds = 27 runs) fits
+#: in 15 minutes on a 2-core CPU: it measured 1159 CPU-seconds in all (~10 min on 2 idle cores;
+#: 22 min wall on a 2-core machine shared with other jobs). "paper" is for a GPU and real data.
+ABLATION_BUDGETS: dict[str, dict] = {
+    "tiny": dict(steps=250, batch_size=8, eval_size=256),
+    "small": dict(steps=2000, batch_size=16, eval_size=512),
+    "paper": dict(steps=100_000, batch_size=16, eval_size=None),
+}
+#: ``quick=True``: one seed, stages 1..3, a few dozen steps (about 1-2 minutes on a CPU).
+QUICK = dict(seeds=(0,), stages=(1, 2, 3), steps=60, batch_size=8, eval_size=64)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the ablation: everything that determines its result.
+
+    ``experiments`` lists the experiments the run belongs to (the first names its directory).
+    ``train_overrides`` / ``model_overrides`` are extra ``TrainConfig`` / ``CPMConfig`` fields
+    as sorted (name, value) pairs.
+    """
+
+    experiments: tuple[str, ...]
+    strategy: str
+    num_stages: int
+    seed: int
+    preset: str
+    data: str
+    steps: int
+    batch_size: int
+    eval_size: int | None
+    eval_seed: int
+    device: str
+    grad_every: int
+    checkpoint_every: int
+    train_overrides: tuple = ()
+    model_overrides: tuple = ()
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.experiments[0]}-{self.strategy}-s{self.num_stages}-seed{self.seed}"
+
+    def settings(self) -> dict:
+        """The settings a finished run must share with a request to be reused (JSON-able)."""
+        d = asdict(self)
+        for k in ("experiments", "device", "checkpoint_every"):  # do not change the result
+            d.pop(k)
+        d["train_overrides"] = [list(kv) for kv in self.train_overrides]
+        d["model_overrides"] = [list(kv) for kv in self.model_overrides]
+        return d
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+# ------------------------------------------------------------------------------------------------
+def _as_int_tuple(values, name: str, minimum: int) -> tuple[int, ...]:
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = (values,)
+    try:
+        out = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of integers, got {values!r}") from None
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    if any(v < minimum for v in out) or any(float(v) != float(w) for v, w in zip(out, values)):
+        raise ValueError(f"{name} must be integers >= {minimum}, got {tuple(values)!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} has duplicates: {out}")
+    return out
+
+
+def plan_runs(preset: str = "tiny", data: str = "synthetic", strategies: Sequence[str] | None = None,
+              stages: Sequence[int] = (1, 2, 3, 4, 5, 6), seeds: Sequence[int] = (0, 1, 2),
+              steps: int = 150, batch_size: int = 16, strategy_stages: int = 3,
+              experiments: Sequence[str] = EXPERIMENTS, eval_size: int | None = 256, eval_seed: int = 0,
+              device: str = "auto", grad_every: int | None = None, checkpoint_every: int | None = None,
+              finetune_fraction: float = 0.5, train_overrides: dict | None = None,
+              model_overrides: dict | None = None) -> list[RunSpec]:
+    """The list of runs of an ablation (no training); see ``run_ablation`` for the arguments.
+
+    Runs are ordered seed by seed (so an interrupted sweep has complete seeds first) and, within
+    a seed, longest first (``relative_cost``). Raises ValueError for bad arguments.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    experiments = tuple(experiments)
+    bad = [e for e in experiments if e not in EXPERIMENTS]
+    if bad or not experiments:
+        raise ValueError(f"experiments must be a non-empty subset of {EXPERIMENTS}, got {experiments!r}")
+    strategies = tuple(STRATEGIES if strategies is None else
+                       ((strategies,) if isinstance(strategies, str) else strategies))
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise ValueError(f"unknown strategy {bad[0] if bad else ''!r}: strategies must be a non-empty "
+                         f"subset of {STRATEGIES}")
+    if len(set(strategies)) != len(strategies):
+        raise ValueError(f"strategies has duplicates: {strategies}")
+    stages = _as_int_tuple(stages, "stages", 1)
+    seeds = _as_int_tuple(seeds, "seeds", 0)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(strategy_stages, int) or strategy_stages < 1:
+        raise ValueError(f"strategy_stages must be a positive integer, got {strategy_stages!r}")
+    if eval_size is not None and (not isinstance(eval_size, int) or eval_size < 1):
+        raise ValueError(f"eval_size must be a positive integer or None, got {eval_size!r}")
+    if "strategies" in experiments:
+        for s in strategies:
+            try:
+                plan_phases(s, strategy_stages, steps, finetune_fraction)
+            except ValueError as exc:
+                raise ValueError(f"steps={steps} is too few for the strategies experiment: {exc}") from None
+    grad_every = grad_every or max(1, steps // 10)
+    checkpoint_every = checkpoint_every if checkpoint_every is not None else max(1, steps // 4)
+    if grad_every < 1 or checkpoint_every < 0:
+        raise ValueError(f"grad_every must be >= 1 and checkpoint_every >= 0, got {grad_every}, {checkpoint_every}")
+    to = dict(train_overrides or {})
+    if finetune_fraction != 0.5:
+        to["finetune_fraction"] = finetune_fraction
+    mo = dict(model_overrides or {})
+    if "num_stages" in mo:
+        raise ValueError("model_overrides may not set num_stages: use stages / strategy_stages")
+    common = dict(preset=preset, data=data, steps=steps, batch_size=batch_size, eval_size=eval_size,
+                  eval_seed=int(eval_seed), device=device, grad_every=int(grad_every),
+                  checkpoint_every=int(checkpoint_every), train_overrides=tuple(sorted(to.items())),
+                  model_overrides=tuple(sorted(mo.items())))
+    runs: list[RunSpec] = []
+    for seed in seeds:
+        wanted: dict[tuple[str, int], list[str]] = {}
+        if "strategies" in experiments:
+            for s in strategies:
+                wanted.setdefault((s, strategy_stages), []).append("strategies")
+        if "stages" in experiments:
+            for t in stages:
+                wanted.setdefault(("end_to_end", t), []).append("stages")
+        seed_runs = [RunSpec(experiments=tuple(exps), strategy=strategy, num_stages=t, seed=seed, **common)
+                     for (strategy, t), exps in wanted.items()]
+        runs += sorted(seed_runs, key=relative_cost, reverse=True)
+    return runs
+
+
+#: Compute of a strategy relative to end-to-end training of the same model (stage-wise phases
+#: run and back-propagate through fewer stages; measured on the tiny preset).
+_STRATEGY_COST = {"end_to_end": 1.0, "no_intermediate": 1.0, "stagewise": 0.55, "stagewise_finetune": 0.78}
+
+
+def relative_cost(spec: RunSpec) -> float:
+    """Rough training cost of a run in units of one stage (for scheduling: within a seed the
+    longest runs start first, so parallel workers finish together)."""
+    return (1.0 + spec.num_stages) * _STRATEGY_COST.get(spec.strategy, 1.0)
+
+
+def ablation_plan(preset: str = "tiny", data: str = "synthetic", strategies: Sequence[str] | None = None,
+                  stages: Sequence[int] | None = None, seeds: Sequence[int] | None = None, steps: int | None = None,
+                  *, quick: bool = False, batch_size: int | None = None, strategy_stages: int = 3,
+                  experiments: Sequence[str] = EXPERIMENTS, eval_size: int | None | str = "auto",
+                  eval_seed: int = 0, device: str = "auto", grad_every: int | None = None,
+                  checkpoint_every: int | None = None, train_overrides: dict | None = None,
+                  model_overrides: dict | None = None) -> list[RunSpec]:
+    """The runs ``run_ablation`` makes for the same arguments: what is not given comes from the
+    preset's budget (``ABLATION_BUDGETS``), or ``QUICK`` with ``quick=True``."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    budget = dict(ABLATION_BUDGETS.get(preset, ABLATION_BUDGETS["small"]))
+    if quick:
+        budget.update(QUICK)
+    if eval_size == "auto":
+        kind, _ = parse_spec(data)
+        eval_size = budget["eval_size"] if kind == "synthetic" or quick else None
+    if eval_size == "auto" or (eval_size is not None and not isinstance(eval_size, int)):
+        raise ValueError(f"eval_size must be 'auto', None or a positive integer, got {eval_size!r}")
+    dev = resolve_device(device)
+    overrides = dict(train_overrides or {})
+    return plan_runs(preset, data, strategies, budget.get("stages", (1, 2, 3, 4, 5, 6)) if stages is None else stages,
+                     budget.get("seeds", (0, 1, 2)) if seeds is None else seeds,
+                     budget["steps"] if steps is None else steps,
+                     budget["batch_size"] if batch_size is None else batch_size, strategy_stages, experiments,
+                     eval_size, eval_seed, str(dev) if device != "auto" else "auto", grad_every, checkpoint_every,
+                     overrides.pop("finetune_fraction", 0.5), overrides, model_overrides)
