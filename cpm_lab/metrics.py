@@ -1,30 +1,33 @@
 """Keypoint metrics per stage and per part: PCK (torso / bbox / head normalised), AUC, EPE.
 
 All metric functions are pure: they take predicted and ground-truth keypoints (tensors or
-arrays of shape (N, P, 3) = x, y, visibility/confidence, in pixels of the same image) and return
+arrays of shape (N, P, 3) = x, y, joint flag/confidence, in pixels of the same image) and return
 a tidy :class:`pandas.DataFrame` with one row per (stage, part, metric, threshold)::
 
-    stage  part        metric  normalize  threshold  value   count
-    1      r_ankle     pck     torso      0.2        0.93    250
-    1      mean        pck     torso      0.2        0.95    3480
+    stage  part        metric  normalize  joints    threshold  value   count
+    1      r_ankle     pck     torso      labelled  0.2        0.93    250
+    1      mean        pck     torso      labelled  0.2        0.95    3480
     ...
 
 Definitions
 -----------
-* A ground-truth joint takes part only when its visibility is > 0 and its coordinates are finite.
-  A prediction that is NaN counts as a miss (infinite distance).
+* Which ground-truth joints are scored is ``joints``: ``"labelled"`` (default: every joint with
+  a known position, flag > 0 in ``cpm_lab.targets``, occluded ones included, as the LSP
+  benchmark counts all 14 joints) or ``"visible"`` (flag VISIBLE only). The ``joints`` column
+  names the choice in every row. Joints with non-finite coordinates never count. A prediction
+  that is NaN counts as a miss (infinite distance).
 * ``d`` is the Euclidean distance in pixels between prediction and ground truth. PCK@alpha is the
-  fraction of joints with ``d <= alpha * L`` where ``L`` is the sample's normalising length:
+  fraction of joints with ``d <= alpha * L`` where ``L`` is the sample's normalising length,
+  computed from the labelled ground truth whatever ``joints`` is:
 
-  - ``"torso"`` (LSP person-centric PCK): ``L = |right_shoulder - left_hip|``, the torso diagonal;
-    if either joint is missing the other diagonal ``|left_shoulder - right_hip|`` is used; if both
-    are missing the sample is left out of normalised metrics.
-  - ``"bbox"``: ``L`` = the longest side of the bounding box of the sample's visible
-    ground-truth joints.
-  - ``"head"`` (PCKh): MPII uses 0.6 x the diagonal of an annotated head box, which is close to
-    the upper-neck--head-top segment. LSP-14 has no head box, so here ``L = |neck - head_top|``
-    (needs both joints visible). PCKh@0.5 from this module is therefore PCKh in spirit, not a
-    number to compare digit-for-digit with the MPII benchmark.
+  - ``"torso"`` (LSP person-centric PCK, "following evalLSP_official" in the official CPM test
+    code): ``L = |left_shoulder - right_hip|``; if either joint is unlabelled the other diagonal
+    ``|right_shoulder - left_hip|`` is used; if both are, the sample is left out.
+  - ``"bbox"``: ``L`` = the longest side of the bounding box of the labelled joints.
+  - ``"head"`` (MPII PCKh): ``L = 0.6 x`` the diagonal of the annotated head box, which must be
+    given (``head_boxes``, (N, 4) x0, y0, x1, y1); PCKh@0.5 is MPII's benchmark metric.
+  - ``"neck-head"``: ``L = |neck - head_top|`` (both labelled), a stand-in for the head size
+    when no head box exists (LSP-14). It is NOT MPII PCKh, and tables say so.
   - ``"px"``: ``L = 1``, i.e. thresholds are in pixels.
 
   Samples whose ``L`` is missing or zero are left out of normalised metrics.
@@ -50,17 +53,24 @@ import pandas as pd
 import torch
 
 from . import skeleton
-from .targets import labelled_mask
+from .targets import labelled_mask, visible_mask
 
-NORMALIZATIONS = ("torso", "bbox", "head", "px")
-#: The two torso diagonals used by ``normalize="torso"``, in order of preference.
+NORMALIZATIONS = ("torso", "bbox", "head", "neck-head", "px")
+#: How tables name each normalisation (``normalize`` column values are the keys).
+NORMALIZATION_LABELS = {"torso": "torso", "bbox": "bbox", "head": "head (MPII PCKh)",
+                        "neck-head": "neck-head (not MPII PCKh)", "px": "pixels"}
+JOINT_SETS = ("labelled", "visible")
+#: The two torso diagonals used by ``normalize="torso"``, in order of preference: the official
+#: LSP evaluation uses left shoulder - right hip.
 TORSO_JOINTS: tuple[tuple[int, int], ...] = (
-    (skeleton.JOINT_INDEX["right_shoulder"], skeleton.JOINT_INDEX["left_hip"]),
     (skeleton.JOINT_INDEX["left_shoulder"], skeleton.JOINT_INDEX["right_hip"]),
+    (skeleton.JOINT_INDEX["right_shoulder"], skeleton.JOINT_INDEX["left_hip"]),
 )
-#: The segment used by ``normalize="head"``.
-HEAD_JOINTS: tuple[int, int] = (skeleton.JOINT_INDEX["neck"], skeleton.JOINT_INDEX["head_top"])
-METRIC_COLUMNS = ["stage", "part", "metric", "normalize", "threshold", "value", "count"]
+#: The segment used by ``normalize="neck-head"``.
+NECK_HEAD_JOINTS: tuple[int, int] = (skeleton.JOINT_INDEX["neck"], skeleton.JOINT_INDEX["head_top"])
+#: MPII's head size is this fraction of the head box diagonal.
+MPII_HEAD_FACTOR = 0.6
+METRIC_COLUMNS = ["stage", "part", "metric", "normalize", "joints", "threshold", "value", "count"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -75,10 +85,11 @@ def _as_array(x, name: str) -> np.ndarray:
     return arr
 
 
-def normalizer(gt, normalize: str = "torso") -> np.ndarray:
+def normalizer(gt, normalize: str = "torso", head_boxes=None) -> np.ndarray:
     """Per-sample normalising length ``L`` in pixels, shape (N,); NaN where it is undefined.
 
-    See the module docstring for the definition of each ``normalize`` option.
+    See the module docstring for the definition of each ``normalize`` option; ``head_boxes``
+    (N, 4) = x0, y0, x1, y1 in pixels is required by (and only used for) ``"head"``.
     """
     gt = _as_array(gt, "gt")
     if normalize not in NORMALIZATIONS:
@@ -87,6 +98,15 @@ def normalizer(gt, normalize: str = "torso") -> np.ndarray:
     vis = labelled_mask(gt)
     if normalize == "px":
         return np.ones(n)
+    if normalize == "head":
+        if head_boxes is None:
+            raise ValueError("normalize='head' (MPII PCKh) needs the annotated head boxes (head_boxes); "
+                             "'neck-head' uses the neck-head top segment instead, which is not MPII PCKh")
+        boxes = np.asarray(head_boxes, dtype=np.float64)
+        if boxes.shape != (n, 4):
+            raise ValueError(f"head_boxes must have shape ({n}, 4) = x0, y0, x1, y1; got {boxes.shape}")
+        length = MPII_HEAD_FACTOR * np.linalg.norm(boxes[:, 2:] - boxes[:, :2], axis=-1)
+        return np.where(length > 0, length, np.nan)
     if normalize == "bbox":
         xy = np.where(vis[..., None], gt[..., :2], np.nan)
         with warnings.catch_warnings():
@@ -97,7 +117,7 @@ def normalizer(gt, normalize: str = "torso") -> np.ndarray:
         if gt.shape[1] != skeleton.NUM_JOINTS:
             raise ValueError(f"normalize={normalize!r} needs the LSP-14 skeleton; got {gt.shape[1]} parts "
                              "(use 'bbox' or 'px' for other joint sets)")
-        pairs = TORSO_JOINTS if normalize == "torso" else (HEAD_JOINTS,)
+        pairs = TORSO_JOINTS if normalize == "torso" else (NECK_HEAD_JOINTS,)
         length = np.full(n, np.nan)
         for a, b in reversed(pairs):  # the first pair wins where it is available
             ok = vis[:, a] & vis[:, b]
@@ -106,50 +126,56 @@ def normalizer(gt, normalize: str = "torso") -> np.ndarray:
     return np.where(length > 0, length, np.nan)
 
 
-def keypoint_distances(pred, gt) -> np.ndarray:
+def keypoint_distances(pred, gt, joints: str = "labelled") -> np.ndarray:
     """(N, P) pixel distances between predictions and ground truth; NaN where the ground-truth
-    joint is missing, +inf where the prediction is NaN."""
+    joint is not scored (unlabelled, or not visible with ``joints="visible"``), +inf where the
+    prediction is NaN."""
     pred, gt = _as_array(pred, "pred"), _as_array(gt, "gt")
     if pred.shape[:2] != gt.shape[:2]:
         raise ValueError(f"pred has {pred.shape[:2]} (N, P) but gt has {gt.shape[:2]}")
+    if joints not in JOINT_SETS:
+        raise ValueError(f"unknown joints {joints!r}; choose one of {JOINT_SETS}")
     d = np.linalg.norm(pred[..., :2] - gt[..., :2], axis=-1)
     d = np.where(np.isfinite(d), d, np.inf)
-    return np.where(labelled_mask(gt), d, np.nan)
+    scored = labelled_mask(gt) if joints == "labelled" else visible_mask(gt)
+    return np.where(scored, d, np.nan)
 
 
 def _part_names(p: int) -> list[str]:
     return list(skeleton.SHORT_NAMES) if p == skeleton.NUM_JOINTS else [f"part{i}" for i in range(p)]
 
 
-def _rows(stage, names, values_fn, metric, normalize, threshold, mask) -> list[dict]:
+def _rows(stage, names, values_fn, metric, normalize, joints, threshold, mask) -> list[dict]:
     """One row per part and one pooled "mean" row; ``values_fn(m)`` averages over mask m."""
     rows = []
-    for j, name in enumerate(names):
-        m = np.zeros_like(mask)
-        m[:, j] = mask[:, j]
-        rows.append(dict(stage=stage, part=name, metric=metric, normalize=normalize, threshold=threshold,
-                         value=values_fn(m), count=int(m.sum())))
-    rows.append(dict(stage=stage, part="mean", metric=metric, normalize=normalize, threshold=threshold,
-                     value=values_fn(mask), count=int(mask.sum())))
+    for j, name in enumerate(names + ["mean"]):
+        m = mask if name == "mean" else np.zeros_like(mask)
+        if name != "mean":
+            m[:, j] = mask[:, j]
+        rows.append(dict(stage=stage, part=name, metric=metric, normalize=normalize, joints=joints,
+                         threshold=threshold, value=values_fn(m), count=int(m.sum())))
     return rows
 
 
 def keypoint_metrics(preds, gt, thresholds: Sequence[float] = (0.1, 0.2), normalize: str = "torso",
-                     auc_max: float | None = 0.5, epe: bool = True,
-                     stages: Sequence[int] | None = None) -> pd.DataFrame:
+                     auc_max: float | None = 0.5, epe: bool = True, stages: Sequence[int] | None = None,
+                     joints: str = "labelled", head_boxes=None) -> pd.DataFrame:
     """PCK at each threshold, AUC and EPE, per stage and per part, as a tidy DataFrame.
 
     Args:
         preds: predictions for ONE stage, shape (N, P, 3), or a sequence of them (one per
             stage), or an array (T, N, P, 3).
-        gt: ground truth (N, P, 3) with visibility in the last column.
+        gt: ground truth (N, P, 3) with the joint flag in the last column.
         thresholds: PCK thresholds alpha (fractions of the normalising length).
-        normalize: "torso", "bbox", "head" or "px" (see module docstring).
+        normalize: "torso", "bbox", "head", "neck-head" or "px" (see module docstring).
         auc_max: upper end of the AUC range in normalised units; None skips AUC.
         epe: add the mean end-point error in pixels (metric "epe", threshold NaN).
         stages: stage labels (default 1..T).
+        joints: "labelled" (every joint with a known position) or "visible".
+        head_boxes: (N, 4) head boxes for ``normalize="head"``.
     Returns:
-        DataFrame with columns ``stage, part, metric, normalize, threshold, value, count``.
+        DataFrame with columns ``METRIC_COLUMNS``: stage, part, metric, normalize, joints,
+        threshold, value, count.
     """
     if isinstance(preds, (list, tuple)):
         stack = [_as_array(p, "pred") for p in preds]
@@ -163,11 +189,11 @@ def keypoint_metrics(preds, gt, thresholds: Sequence[float] = (0.1, 0.2), normal
     thresholds = [float(t) for t in thresholds]
     if any(t < 0 for t in thresholds):
         raise ValueError(f"thresholds must be >= 0, got {thresholds}")
-    norm = normalizer(gt, normalize)  # (N,)
+    norm = normalizer(gt, normalize, head_boxes)  # (N,)
     names = _part_names(gt.shape[1])
     rows: list[dict] = []
     for stage, pred in zip(stages, stack):
-        d = keypoint_distances(pred, gt)
+        d = keypoint_distances(pred, gt, joints)
         gt_ok = ~np.isnan(d)
         with np.errstate(invalid="ignore", divide="ignore"):
             nd = d / norm[:, None]
@@ -178,37 +204,40 @@ def keypoint_metrics(preds, gt, thresholds: Sequence[float] = (0.1, 0.2), normal
 
         for t in thresholds:
             hit = (nd <= t).astype(np.float64)
-            rows += _rows(stage, names, lambda m: mean_of(hit, m), "pck", normalize, t, ok)
+            rows += _rows(stage, names, lambda m: mean_of(hit, m), "pck", normalize, joints, t, ok)
         if auc_max is not None:
             if auc_max <= 0:
                 raise ValueError(f"auc_max must be > 0, got {auc_max}")
             area = 1.0 - np.minimum(np.nan_to_num(nd, nan=np.inf), auc_max) / auc_max
-            rows += _rows(stage, names, lambda m: mean_of(area, m), "auc", normalize, float(auc_max), ok)
+            rows += _rows(stage, names, lambda m: mean_of(area, m), "auc", normalize, joints, float(auc_max), ok)
         if epe:
-            rows += _rows(stage, names, lambda m: mean_of(d, m), "epe", "px", float("nan"), gt_ok)
+            rows += _rows(stage, names, lambda m: mean_of(d, m), "epe", "px", joints, float("nan"), gt_ok)
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
-def pck(pred, gt, thresholds: Sequence[float] = (0.1, 0.2), normalize: str = "torso") -> pd.DataFrame:
+def pck(pred, gt, thresholds: Sequence[float] = (0.1, 0.2), normalize: str = "torso",
+        joints: str = "labelled", head_boxes=None) -> pd.DataFrame:
     """PCK rows only (see ``keypoint_metrics``) for one stage's predictions (N, P, 3)."""
-    return keypoint_metrics(pred, gt, thresholds, normalize, auc_max=None, epe=False)
+    return keypoint_metrics(pred, gt, thresholds, normalize, auc_max=None, epe=False, joints=joints,
+                            head_boxes=head_boxes)
 
 
-def auc(pred, gt, normalize: str = "torso", auc_max: float = 0.5) -> pd.DataFrame:
+def auc(pred, gt, normalize: str = "torso", auc_max: float = 0.5, joints: str = "labelled") -> pd.DataFrame:
     """AUC rows only: normalised area under PCK(alpha) for alpha in [0, auc_max]."""
-    return keypoint_metrics(pred, gt, (), normalize, auc_max=auc_max, epe=False)
+    return keypoint_metrics(pred, gt, (), normalize, auc_max=auc_max, epe=False, joints=joints)
 
 
-def epe(pred, gt) -> pd.DataFrame:
+def epe(pred, gt, joints: str = "labelled") -> pd.DataFrame:
     """Mean end-point error rows only (pixels)."""
-    return keypoint_metrics(pred, gt, (), "px", auc_max=None, epe=True)
+    return keypoint_metrics(pred, gt, (), "px", auc_max=None, epe=True, joints=joints)
 
 
 def pck_table(table: pd.DataFrame, thresholds: Sequence[float] | None = None, part: str = "mean",
               metric: str = "pck") -> pd.DataFrame:
     """Pivot a tidy metrics table into stages (rows) x thresholds (columns) for one part.
 
-    Column labels read e.g. ``"PCK@0.1 (torso)"``; the index is named ``stage``.
+    Column labels read e.g. ``"PCK@0.1 (torso)"``; the index is named ``stage``; ``attrs``
+    holds ``joints`` (the joint set scored) and ``count`` (joints in the pooled rows).
     """
     sub = table[(table["metric"] == metric) & (table["part"] == part)]
     if thresholds is not None:
@@ -217,6 +246,7 @@ def pck_table(table: pd.DataFrame, thresholds: Sequence[float] | None = None, pa
         raise ValueError(f"no {metric!r} rows for part {part!r} in the table")
     wide = sub.pivot_table(index="stage", columns=["normalize", "threshold"], values="value", aggfunc="first")
     wide.columns = [f"{metric.upper()}@{thr:g} ({norm})" for norm, thr in wide.columns]
+    wide.attrs.update(joints=str(sub["joints"].iloc[0]), count=int(sub["count"].iloc[0]))
     return wide
 
 
@@ -224,8 +254,8 @@ def part_table(table: pd.DataFrame, thresholds: Sequence[float] = (0.1, 0.2), st
                metric: str = "pck") -> pd.DataFrame:
     """Pivot a tidy metrics table into parts (rows, the pooled "mean" last) x thresholds
     (columns ``"PCK@0.1"``...) for one stage (default: the last), plus ``n``, the number of
-    joints each row averages. The index is named ``part``; ``attrs`` holds ``stage`` and
-    ``normalize``."""
+    joints each row averages. The index is named ``part``; ``attrs`` holds ``stage``,
+    ``normalize`` and ``joints``."""
     sub = table[table["metric"] == metric]
     if sub.empty:
         raise ValueError(f"no {metric!r} rows in the table")
@@ -239,5 +269,5 @@ def part_table(table: pd.DataFrame, thresholds: Sequence[float] = (0.1, 0.2), st
     out.columns = [f"{metric.upper()}@{t:g}" for t in out.columns]
     out["n"] = sub.groupby("part", sort=False)["count"].first().reindex(parts).astype(int)
     out.index.name = "part"
-    out.attrs.update(stage=stage, normalize=str(sub["normalize"].iloc[0]))
+    out.attrs.update(stage=stage, normalize=str(sub["normalize"].iloc[0]), joints=str(sub["joints"].iloc[0]))
     return out

@@ -25,7 +25,8 @@ idx   joint
 viewer.
 
 Keypoint arrays everywhere in cpm_lab have shape ``(..., P, 3)``: x, y in pixels of the image
-they refer to (pixel centres at integer coordinates), then visibility (1 = annotated, 0 = missing).
+they refer to (pixel centres at integer coordinates), then the joint flag: 2 visible, 1 labelled
+but occluded, 0 missing (``cpm_lab.targets`` maps every dataset's own flags to these).
 """
 from __future__ import annotations
 
@@ -173,8 +174,9 @@ _MAPPINGS = {"mpii": MPII_TO_LSP, "coco": COCO_TO_LSP}
 def to_lsp(keypoints: np.ndarray, source: str) -> np.ndarray:
     """Map keypoints of shape (..., S, 3) from ``source`` ("mpii" or "coco") to LSP-14 (..., 14, 3).
 
-    Coordinates of joints that are not visible are set to 0 so they never leak into a
-    combination; a mapped joint is visible only if all its source joints are.
+    Coordinates of unlabelled joints (flag 0) are set to 0 so they never leak into a
+    combination; a mapped joint takes the lowest flag of its source joints (labelled only if
+    all are, visible only if all are; flags as in ``cpm_lab.targets``).
     """
     if source not in _MAPPINGS:
         raise ValueError(f"unknown keypoint source {source!r}; expected one of {sorted(_MAPPINGS)}")
@@ -182,14 +184,13 @@ def to_lsp(keypoints: np.ndarray, source: str) -> np.ndarray:
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.shape[-2:] != (w.shape[1], 3):
         raise ValueError(f"{source} keypoints must have shape (..., {w.shape[1]}, 3), got {kp.shape}")
-    vis = kp[..., 2] > 0
-    xy = np.where(vis[..., None], kp[..., :2], 0.0)
+    flag = np.nan_to_num(kp[..., 2], nan=0.0)
+    xy = np.where((flag > 0)[..., None], kp[..., :2], 0.0)
     out_xy = np.einsum("ts,...sc->...tc", w, xy)
-    needed = (w != 0).astype(np.float64)
-    out_vis = np.einsum("ts,...s->...t", needed, (~vis).astype(np.float64)) == 0
-    out = np.concatenate([out_xy, out_vis[..., None].astype(np.float64)], axis=-1)
-    out[..., :2] *= out[..., 2:3]
-    return out.astype(np.float32)
+    needed = w != 0  # (14, S)
+    out_flag = np.where(needed, flag[..., None, :], np.inf).min(-1)  # lowest flag of the sources
+    out_xy = np.where((out_flag > 0)[..., None], out_xy, 0.0)
+    return np.concatenate([out_xy, out_flag[..., None]], axis=-1).astype(np.float32)
 
 
 def joint_set(keypoints: np.ndarray, source: str, parts: str) -> tuple[np.ndarray, tuple[str, ...], tuple[int, ...]]:

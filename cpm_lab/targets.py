@@ -11,6 +11,33 @@ convention (``start = stride / 2 - 0.5``). Note that the receptive field of outp
 the network itself is centred on input pixel ``8i + 7`` (three unpadded 3x3/2 pools); the learned
 "same"-padded convolutions absorb the 3.5 px difference, as in the official model.
 
+Joint flags
+-----------
+The third column of every keypoint array tells three things apart (``MISSING``, ``OCCLUDED``,
+``VISIBLE``); this is the one place where each dataset's own flags are mapped to them:
+
+=================  =====================================================================
+source             mapping
+=================  =====================================================================
+LSP (2000 images)  flag 0 (visible) -> VISIBLE; flag 1 (occluded, position labelled) ->
+                   OCCLUDED. Every LSP joint is labelled.
+LSPet              flag 1 (annotated) -> VISIBLE; flag 0 (no annotation; coordinates
+                   meaningless) -> MISSING. LSPet does not say which annotated joints are
+                   occluded, so all count as visible.
+MPII (JSON)        ``joints_vis`` > 0 (labelled) -> VISIBLE; 0 -> MISSING. The common JSON
+                   layout keeps only "labelled", so occlusion is not known.
+COCO               v = 2 -> VISIBLE, v = 1 (labelled, not visible) -> OCCLUDED, v = 0 -> MISSING.
+synthetic          a joint under an occluder, or outside the image -> OCCLUDED (its position
+                   is known); every other joint -> VISIBLE. No synthetic joint is missing.
+MPII/COCO -> LSP   a joint combined from several source joints takes the lowest of their flags.
+=================  =====================================================================
+
+Labelled joints (OCCLUDED or VISIBLE) get a training target, as in the official data
+transformer; a labelled joint that has left the input image gets an empty map (its position is
+known: it is not in the picture), and still enters the loss. MISSING joints get weight 0: an
+unlabelled joint may be anywhere, so no map is the right answer. Metrics score every labelled
+joint by default (the LSP benchmark counts all 14 joints) or the visible ones only.
+
 Everything here is batched and runs on the device of its inputs: no Python loop over samples
 or joints.
 """
@@ -22,6 +49,9 @@ import numpy as np
 import torch
 
 from . import skeleton
+
+#: Joint flags (the third keypoint column); see "Joint flags" above.
+MISSING, OCCLUDED, VISIBLE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -106,6 +136,14 @@ def labelled_mask(keypoints):
     return ok & (np.nan_to_num(kp[..., 2], nan=0.0) > 0) if kp.shape[-1] > 2 else ok
 
 
+def visible_mask(keypoints):
+    """(..., P) bool: labelled (``labelled_mask``) and not occluded (flag ``VISIBLE``)."""
+    if isinstance(keypoints, torch.Tensor):
+        return labelled_mask(keypoints) & (keypoints[..., 2] >= VISIBLE)
+    kp = np.asarray(keypoints, dtype=np.float64)
+    return labelled_mask(kp) & (np.nan_to_num(kp[..., 2], nan=0.0) >= VISIBLE)
+
+
 def default_centers(n: int, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """The centre-map default when no person centre is given: the image centre
     ``((width - 1) / 2, (height - 1) / 2)`` for each of ``n`` images, shape (n, 2)."""
@@ -118,26 +156,29 @@ def encode(keypoints: torch.Tensor, config: CodecConfig) -> tuple[torch.Tensor, 
     Returns:
         targets: (N, P + 1, S, S) float with S = ``config.output_size``; channel p < P is a
             Gaussian of std ``config.sigma`` input pixels centred on joint p (peak 1 at the
-            joint, all zeros for an invisible joint); the last channel is the background
+            joint), all zeros for a joint that is missing or outside the input image
+            (``config.input_size`` square); the last channel is the background
             ``max(1 - max_p target_p, 0)``.
-        weights: (N, P + 1) float, 1 for channels that enter the loss, 0 for invisible joints
-            (the background is always 1).
+        weights: (N, P + 1) float, 1 for channels that enter the loss (labelled joints, inside
+            the input or not, and the background), 0 for missing joints.
     """
     keypoints = _check_keypoints(keypoints, config.num_parts)
     n, p, _ = keypoints.shape
     device = keypoints.device
     dtype = keypoints.dtype if keypoints.dtype.is_floating_point else torch.float32
-    vis = labelled_mask(keypoints)
-    xy = torch.where(vis[..., None], keypoints[..., :2].to(dtype), torch.zeros((), device=device, dtype=dtype))
+    labelled = labelled_mask(keypoints)
+    xy = torch.where(labelled[..., None], keypoints[..., :2].to(dtype), torch.zeros((), device=device, dtype=dtype))
+    edge = config.input_size - 0.5
+    inside = labelled & ((xy >= -0.5) & (xy < edge)).all(-1)
     g = cell_centers(config.output_size, config.stride, device, dtype)
     inv = -0.5 / config.sigma**2
     gx = torch.exp(inv * (g.view(1, 1, -1) - xy[..., 0:1]) ** 2)  # (N, P, S)
     gy = torch.exp(inv * (g.view(1, 1, -1) - xy[..., 1:2]) ** 2)
-    parts = gy.unsqueeze(-1) * gx.unsqueeze(-2) * vis[..., None, None].to(dtype)  # (N, P, S, S)
+    parts = gy.unsqueeze(-1) * gx.unsqueeze(-2) * inside[..., None, None].to(dtype)  # (N, P, S, S)
     background = (1 - parts.amax(dim=1, keepdim=True)).clamp_min(0) if p else torch.ones(
         n, 1, config.output_size, config.output_size, device=device, dtype=dtype)
     targets = torch.cat([parts, background], dim=1)
-    weights = torch.cat([vis.to(dtype), torch.ones(n, 1, device=device, dtype=dtype)], dim=1)
+    weights = torch.cat([labelled.to(dtype), torch.ones(n, 1, device=device, dtype=dtype)], dim=1)
     return targets, weights
 
 

@@ -13,6 +13,7 @@ from cpm_lab import skeleton
 from cpm_lab.data.augment import Augment, AugmentParams
 from cpm_lab.data.crop import crop_batch, crop_matrix, crop_pil, warp_batch, warp_images, warp_keypoints
 from cpm_lab.skeleton import FLIP_INDEX_BY_PARTS
+from cpm_lab.targets import MISSING, OCCLUDED, VISIBLE
 
 S = 64
 
@@ -158,13 +159,14 @@ def test_random_augmentation_round_trip():
     assert diff.mean().item() < 0.01 and diff.max().item() < 0.08
 
 
-def test_joints_leaving_the_image_become_invisible():
+def test_joints_leaving_the_image_stay_labelled_but_not_visible():
     b = make_batch(1)
-    b["keypoints"][0, 0] = torch.tensor([2.0, 2.0, 1.0])      # near the top-left corner
-    b["keypoints"][0, 1] = torch.tensor([31.5, 31.5, 1.0])    # the centre
-    b["keypoints"][0, 2] = torch.tensor([31.5, 31.5, 0.0])    # invisible stays invisible
+    b["keypoints"][0, 0] = torch.tensor([2.0, 2.0, VISIBLE])      # near the top-left corner
+    b["keypoints"][0, 1] = torch.tensor([31.5, 31.5, VISIBLE])    # the centre
+    b["keypoints"][0, 2] = torch.tensor([31.5, 31.5, MISSING])    # missing stays missing
+    b["keypoints"][0, 3] = torch.tensor([31.5, 31.5, OCCLUDED])   # occluded stays occluded
     out = Augment().apply(b, params(1, zoom=1.3))
-    assert out["keypoints"][0, :3, 2].tolist() == [0.0, 1.0, 0.0]
+    assert out["keypoints"][0, :4, 2].tolist() == [OCCLUDED, VISIBLE, MISSING, OCCLUDED]
     assert out["keypoints"][0, 0, 0].item() < -0.5  # coordinates still transformed
 
 
@@ -220,13 +222,13 @@ def test_crop_matrix_puts_the_centre_in_the_middle():
 def test_crop_pil_matches_the_keypoint_geometry(tmp_path, suffix, box, size):
     """A 3x3 white square centred on (122, 58): its centroid in the crop equals the keypoint
     transform (the JPEG 400 px case also exercises reduced-resolution draft decoding)."""
-    img = np.zeros((200, 300, 3), np.uint8)
+    img = np.full((200, 300, 3), 128, np.uint8)  # the grey of the padding outside the photograph
     img[57:60, 121:124] = 255
     path = tmp_path / f"dot.{suffix}"
     Image.fromarray(img).save(path, quality=100) if suffix == "jpg" else Image.fromarray(img).save(path)
     crop = crop_pil(path, (130.0, 70.0), box, size, margin=1.5)
     assert crop.shape == (size, size, 3) and crop.dtype == np.uint8
-    cx, cy = centroid(torch.from_numpy(crop[..., 0].astype(np.float64)))
+    cx, cy = centroid(torch.from_numpy(np.abs(crop[..., 0].astype(np.float64) - 128)))
     kp = warp_keypoints(torch.tensor([[[122.0, 58.0, 1.0]]]),
                         crop_matrix(torch.tensor([[130.0, 70.0]]), torch.tensor([float(box)]), size, 1.5), size)
     assert abs(cx - kp[0, 0, 0].item()) < 0.3 and abs(cy - kp[0, 0, 1].item()) < 0.3

@@ -155,7 +155,7 @@ def test_real_data_trains_with_augmentation_and_crop_cache_by_default(lspet_dir,
     assert "augment on, crop cache on" in stdout
     config = json.loads((tmp_path / "on" / "config.json").read_text())
     assert config["augment"] == {"enabled": True, "scale": [0.7, 1.3], "rotation_deg": 40.0, "flip": True,
-                                 "flip_prob": 0.5, "translate": 0.0, "padding_mode": "zeros"}
+                                 "flip_prob": 0.5, "translate": 0.0, "padding_mode": "grey"}
     assert config["cache"] is True and config["train_items"] == 8000
     seen = TrainerSpy.seen[-1]
     assert isinstance(seen["augment"], Augment) and seen["train_set"]._cache is not None

@@ -48,15 +48,18 @@ def value(df, part="mean", metric="pck", threshold=None, stage=1):
 def test_normalizers_follow_their_definitions():
     gt = person(3)
     assert np.allclose(normalizer(gt, "torso"), 50)
-    assert np.allclose(normalizer(gt, "head"), 20)
+    assert np.allclose(normalizer(gt, "neck-head"), 20)
     assert np.allclose(normalizer(gt, "bbox"), 85)
     assert np.allclose(normalizer(gt, "px"), 1)
+    # the official diagonal (left shoulder - right hip) wins where the two differ
+    gt[0, J["left_shoulder"], :2] = (60, 0)  # (60,0)-(0,40) -> 72.11; the other diagonal stays 50
     # torso falls back to the other diagonal, then to NaN
-    gt[1, J["right_shoulder"], 2] = 0
-    gt[1, J["left_shoulder"], :2] = (60, 0)  # other diagonal: (60,0)-(0,40) -> 72.11
+    gt[1, J["left_shoulder"], 2] = 0
+    gt[1, J["right_shoulder"], :2] = (-30, 0)  # other diagonal: (-30,0)-(30,40) -> 72.11
     gt[2, [J["right_shoulder"], J["right_hip"]], 2] = 0
     torso = normalizer(gt, "torso")
-    assert torso[0] == 50 and math.isclose(torso[1], math.hypot(60, 40), rel_tol=1e-6) and np.isnan(torso[2])
+    assert math.isclose(torso[0], math.hypot(60, 40), rel_tol=1e-6)
+    assert math.isclose(torso[1], math.hypot(60, 40), rel_tol=1e-6) and np.isnan(torso[2])
     # bbox only uses visible joints
     gt2 = person(1)
     gt2[0, J["head_top"], 2] = 0
@@ -81,14 +84,35 @@ def test_pck_on_hand_made_predictions_excludes_invisible_joints():
     mean01 = value(df, threshold=0.1)
     assert mean01["count"] == 27 and math.isclose(mean01.value, 25 / 27)  # pooled over visible joints
     assert math.isclose(value(df, threshold=0.2).value, 26 / 27)
-    # the same errors judged by head size (20 px): 6 px = 0.3, 12 px = 0.6
-    dfh = pck(pred, gt, thresholds=(0.5,), normalize="head")
+    # the same errors judged by the neck-head segment (20 px): 6 px = 0.3, 12 px = 0.6
+    dfh = pck(pred, gt, thresholds=(0.5,), normalize="neck-head")
     # head normaliser undefined for sample 1 (head top invisible) -> it drops out entirely
     assert value(dfh, threshold=0.5)["count"] == 14 and value(dfh, "l_wrist", threshold=0.5)["count"] == 1
     assert value(dfh, "r_wrist", threshold=0.5).value == 1.0 and value(dfh, "l_wrist", threshold=0.5).value == 0.0
     # by bbox (85 px): 12 px = 0.14
     dfb = pck(pred, gt, thresholds=(0.1, 0.15), normalize="bbox")
     assert value(dfb, "l_wrist", threshold=0.1).value == 0.5 and value(dfb, "l_wrist", threshold=0.15).value == 1.0
+
+
+def test_visible_only_mode_and_mpii_head_boxes():
+    gt = person(2)
+    gt[..., 2] = 2
+    gt[0, J["right_wrist"], 2] = 1      # labelled but occluded
+    gt[1, J["neck"], 2] = 0              # missing
+    pred = shifted(gt, {J["right_wrist"]: 100.0})
+    labelled = value(pck(pred, gt, thresholds=(0.2,)), threshold=0.2)
+    visible = value(pck(pred, gt, thresholds=(0.2,), joints="visible"), threshold=0.2)
+    assert labelled["count"] == 27 and labelled["joints"] == "labelled" and math.isclose(labelled.value, 25 / 27)
+    assert visible["count"] == 26 and visible["joints"] == "visible" and math.isclose(visible.value, 25 / 26)
+    # MPII PCKh: 0.6 x the head box diagonal (a 30 x 40 box -> 30 px); without boxes it refuses
+    boxes = np.array([[0, 0, 30, 40], [0, 0, 60, 80]], dtype=float)
+    assert np.allclose(normalizer(gt, "head", boxes), [30, 60])
+    dfh = pck(shifted(gt, {J["head_top"]: 20.0}), gt, thresholds=(0.5,), normalize="head", head_boxes=boxes)
+    assert value(dfh, "head_top", threshold=0.5).value == 0.5  # 20 px > 15 px, but <= 30 px
+    with pytest.raises(ValueError, match="not MPII PCKh"):
+        normalizer(gt, "head")
+    with pytest.raises(ValueError, match="unknown joints"):
+        pck(pred, gt, joints="hidden")
 
 
 def test_nan_prediction_is_a_miss():

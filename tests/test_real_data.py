@@ -22,6 +22,7 @@ from cpm_lab.data.crop import PoseDataError
 from cpm_lab.data.lsp import LSP, read_joints
 from cpm_lab.data.mpii import MPII
 from cpm_lab.data.specs import make_dataset
+from cpm_lab.targets import MISSING, OCCLUDED, VISIBLE
 
 CORE_KEYS = {"image", "keypoints", "center", "scale", "index"}
 HEAD = skeleton.JOINT_INDEX["head_top"]
@@ -110,7 +111,7 @@ def write_coco(tmp_path):
         k[:nvis, :2] = rng.uniform(20, 90, (nvis, 2)).round()
         k[:nvis, 2] = 2
         if nvis > 1:
-            k[1, 2] = 1  # labelled but occluded counts as visible
+            k[1, 2] = 1  # labelled but occluded: OCCLUDED
         return {"id": aid, "image_id": iid, "category_id": 1, "iscrowd": crowd, "num_keypoints": nvis,
                 "keypoints": k.ravel().tolist(), "bbox": bbox, "area": 100.0}
 
@@ -136,24 +137,28 @@ def brightest(image: torch.Tensor) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------
 # LSP / LSPet
 # --------------------------------------------------------------------------------------------
-def test_both_lsp_layouts_give_the_same_keypoints_and_visibility(tmp_path, poses):
-    xy, visible = poses
-    a = LSP(write_lsp(tmp_path / "lspet", "lspet", xy, visible, "im{:05d}.jpg"), image_size=64)
-    b = LSP(write_lsp(tmp_path / "lsp", "lsp", xy, visible, "im{:04d}.jpg"), image_size=64)
+def test_both_lsp_layouts_map_their_flags_to_the_joint_flags(tmp_path, poses):
+    xy, flagged = poses
+    a = LSP(write_lsp(tmp_path / "lspet", "lspet", xy, flagged, "im{:05d}.jpg"), image_size=64)
+    b = LSP(write_lsp(tmp_path / "lsp", "lsp", xy, flagged, "im{:04d}.jpg"), image_size=64)
     assert (a.layout, b.layout) == ("lspet", "lsp")
     assert a.paths[0].endswith("im00001.jpg") and b.paths[0].endswith("im0001.jpg")
-    for ds in (a, b):
-        kp = ds.keypoints_orig
-        assert np.array_equal(kp[..., 2] > 0, visible)
-        np.testing.assert_allclose(kp[..., :2][visible], xy[visible], atol=1e-4)  # 1-based -> 0-based
-        assert np.all(kp[..., :2][~visible] == 0)
-    torch.testing.assert_close(a[2]["keypoints"], b[2]["keypoints"])
+    # LSPet: flag 1 annotated -> VISIBLE, flag 0 -> MISSING (coordinates meaningless, stored as 0)
+    kp = a.keypoints_orig
+    assert np.array_equal(kp[..., 2], np.where(flagged, VISIBLE, MISSING))
+    np.testing.assert_allclose(kp[..., :2][flagged], xy[flagged], atol=1e-4)  # 1-based -> 0-based
+    assert np.all(kp[..., :2][~flagged] == 0)
+    # LSP: flag 0 visible -> VISIBLE, flag 1 occluded -> OCCLUDED, position kept: every joint labelled
+    kp = b.keypoints_orig
+    assert np.array_equal(kp[..., 2], np.where(flagged, VISIBLE, OCCLUDED))
+    np.testing.assert_allclose(kp[..., :2], xy, atol=1e-4)
+    torch.testing.assert_close(a[1]["keypoints"], b[1]["keypoints"])  # image 1 has no unflagged joint
 
 
 def test_layout_override_changes_only_the_flag_meaning(lspet_dir, poses):
     kp, used = read_joints(lspet_dir / "joints.mat", "lsp")
     assert used == "lsp"
-    assert np.array_equal(kp[..., 2] > 0, ~poses[1])
+    assert np.array_equal(kp[..., 2] == VISIBLE, ~poses[1])
     with pytest.raises(ValueError, match="layout"):
         read_joints(lspet_dir / "joints.mat", "coco")
 
@@ -235,10 +240,10 @@ def test_nan_coordinates_raise_or_skip(tmp_path, poses):
     with pytest.warns(UserWarning, match="skipped 1"):
         ds = LSP(root, on_error="skip")
     assert ds.skipped == 1 and len(ds) == 4 and 4 not in ds.numbers
-    # a NaN on a joint that is NOT annotated carries no label: not an error
+    # a NaN on a joint that is NOT annotated (LSPet flag 0) carries no label: not an error
     visible = visible.copy()
     visible[3, 5] = False
-    ok = LSP(write_lsp(tmp_path / "lspet2", "lsp", xy, visible, "im{:04d}.jpg"))
+    ok = LSP(write_lsp(tmp_path / "lspet2", "lspet", xy, visible, "im{:05d}.jpg"))
     assert len(ok) == 5 and ok.keypoints_orig[3, 5].tolist() == [0.0, 0.0, 0.0]
 
 
@@ -361,7 +366,8 @@ def test_coco_skips_people_without_keypoints_and_crowds(tmp_path):
     ds = COCOKeypoints(d / "ann.json", d, image_size=48, parts="coco")
     assert len(ds) == 2 and ds.annotation_ids == [10, 12] and ds.image_ids == [1, 2]
     assert ds.num_unlabelled == 1 and ds.num_crowd == 1 and ds.skipped == 0
-    assert ds.num_parts == 17 and ds.keypoints_orig[:, :, 2].sum(1).tolist() == [17, 6]  # v=1 counts
+    assert ds.num_parts == 17 and (ds.keypoints_orig[:, :, 2] > 0).sum(1).tolist() == [17, 6]  # v=1 counts
+    assert ds.keypoints_orig[0, :3, 2].tolist() == [VISIBLE, OCCLUDED, VISIBLE]  # COCO's v is the flag
     np.testing.assert_allclose(ds.centers_orig[0], [20 + 30 - 0.5, 10 + 45 - 0.5])
     assert ds.boxes_orig[0] == pytest.approx(90.0)
     lsp = COCOKeypoints(d / "ann.json", d, image_size=48)
@@ -392,11 +398,11 @@ def test_real_lspet_first_images(datasets_root):
     ds = LSP(root, image_size=128, start=1, end=8)
     raw = scipy.io.loadmat(root / "joints.mat")["joints"]
     assert ds.layout == "lspet" and len(ds) == 8
-    assert np.array_equal(ds.keypoints_orig[..., 2], raw[:, 2, :8].T)
+    assert np.array_equal(ds.keypoints_orig[..., 2], np.where(raw[:, 2, :8].T == 1, VISIBLE, MISSING))
     np.testing.assert_allclose(ds.keypoints_orig[0, 1, :2], raw[1, :2, 0] - 1, atol=1e-4)
     batch = default_collate([ds[i] for i in range(8)])
     assert batch["image"].shape == (8, 3, 128, 128)
-    vis = batch["keypoints"][..., 2] > 0
+    vis = batch["keypoints"][..., 2] == VISIBLE
     assert vis.sum() >= 0.9 * (raw[:, 2, :8] > 0).sum()  # box + margin keep annotated joints inside
     xy = batch["keypoints"][..., :2][vis]
     assert xy.min() >= -0.5 and xy.max() < 127.5
@@ -414,16 +420,18 @@ def test_real_mpii_and_coco_samples(datasets_root):
     assert item["image"].shape == (3, 96, 96) and (item["keypoints"][:, 2] > 0).sum() >= 12
     native = MPII(mp / "test_mpii.json", mp, image_size=96, parts="mpii")
     rec = json.loads((mp / "test_mpii.json").read_text())
-    assert native.keypoints_orig[:, :, 2].sum() == sum(sum(r["joints_vis"]) for r in rec)
+    assert (native.keypoints_orig[:, :, 2] == VISIBLE).sum() == sum(sum(r["joints_vis"]) for r in rec)
 
     ann = json.loads((co / "test_coco.json").read_text())
     labelled = [a for a in ann["annotations"] if a["num_keypoints"] > 0 and not a.get("iscrowd")]
     c = COCOKeypoints(co / "test_coco.json", co, image_size=96, parts="coco")
     assert len(c) == len(labelled) and c.num_unlabelled == len(ann["annotations"]) - len(labelled)
-    assert c.keypoints_orig[:, :, 2].sum(1).tolist() == [a["num_keypoints"] for a in labelled]
+    assert (c.keypoints_orig[:, :, 2] > 0).sum(1).tolist() == [a["num_keypoints"] for a in labelled]
+    flags = [np.asarray(a["keypoints"]).reshape(17, 3)[:, 2] for a in labelled]
+    assert np.array_equal(c.keypoints_orig[:, :, 2], np.stack(flags))  # COCO's v is the joint flag
     batch = default_collate([c[i] for i in range(len(c))])
     assert batch["keypoints"].shape == (len(c), 17, 3)
-    assert batch["keypoints"][..., 2].sum() >= 0.9 * sum(a["num_keypoints"] for a in labelled)
+    assert (batch["keypoints"][..., 2] > 0).sum() >= 0.9 * sum(a["num_keypoints"] for a in labelled)
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,3 +479,21 @@ def test_mean_pose_baseline_on_a_loader_matches_iterating_items(lspet_dir):
     v = kp[..., 2:] > 0
     mean_xy = (kp[..., :2] * v).sum(0) / v.sum(0)
     torch.testing.assert_close(pred[0, :, :2], mean_xy, atol=1e-3, rtol=0)
+
+
+def test_lsp_specs_refuse_the_other_layout_and_combine_train_splits(tmp_path, poses):
+    xy, flagged = poses
+    lspet = write_lsp(tmp_path / "lspet", "lspet", xy, flagged, "im{:05d}.jpg")
+    lsp = write_lsp(tmp_path / "lsp", "lsp", xy, flagged, "im{:04d}.jpg")
+    with pytest.raises(ValueError, match="LSPET layout .* use lspet:"):
+        make_dataset(f"lsp:{lspet}", 64, split="test")
+    with pytest.raises(ValueError, match="LSP layout .* use lsp:"):
+        make_dataset(f"lspet:{lsp}", 64, split="train")
+    with pytest.raises(ValueError, match="holds 5 images; the LSP test split needs images 1001-2000"):
+        make_dataset(f"lsp:{lsp}", 64, split="test")
+    both = make_dataset(f"lspet:{lspet}+lspet:{lspet}", 64, split="train")
+    assert len(both) == 10 and both.split_description == "LSPet images 1-5 + LSPet images 1-5"
+    assert both.annotations()["keypoints"].shape == (10, 14, 3)
+    torch.testing.assert_close(both[7]["keypoints"], both[2]["keypoints"])
+    with pytest.raises(ValueError, match="joined by"):
+        make_dataset("lspet+", 64)

@@ -41,9 +41,14 @@ def test_coco_mapping_approximations_and_visibility():
     lsp = skeleton.to_lsp(coco, "coco")
     np.testing.assert_allclose(lsp[12, :2], (30, 50))            # neck = shoulder midpoint
     np.testing.assert_allclose(lsp[13, :2], (30, 14), atol=1e-5)  # head top beyond the nose
-    coco[5, 2] = 0
+    assert lsp[12, 2] == 2 and lsp[8, 2] == 2
+    coco[6, 2] = 1  # right shoulder labelled but occluded: the neck built from it is too
+    lsp = skeleton.to_lsp(coco, "coco")
+    assert lsp[12, 2] == 1 and lsp[13, 2] == 1 and lsp[8, 2] == 1 and lsp[9, 2] == 2
+    coco[5, 2] = 0  # left shoulder missing: every joint built from it is missing, at (0, 0)
     lsp = skeleton.to_lsp(coco, "coco")
     assert lsp[12, 2] == 0 and lsp[13, 2] == 0 and lsp[9, 2] == 0 and lsp[8, 2] == 1
+    assert lsp[12, :2].tolist() == [0, 0]
 
 
 def test_mapping_errors():

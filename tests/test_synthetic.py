@@ -14,6 +14,7 @@ import torch
 
 from cpm_lab import skeleton
 from cpm_lab.data import DIFFICULTIES, SCALE_UNIT_PX, SyntheticPoses
+from cpm_lab.targets import OCCLUDED, VISIBLE
 
 # Everything except the person, so pixel tests see only the figure on its background.
 CLEAN = dict(distractors=0, occluders=0, second_person_prob=0.0, background_shapes=0, noise=0.0)
@@ -56,7 +57,7 @@ def test_sample_format(difficulty, size):
         assert img.shape == (3, size, size) and img.dtype == torch.float32
         assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
         assert kp.shape == (skeleton.NUM_JOINTS, 3) and kp.dtype == torch.float32
-        assert torch.isfinite(kp).all() and set(kp[:, 2].tolist()) <= {0.0, 1.0}
+        assert torch.isfinite(kp).all() and set(kp[:, 2].tolist()) <= {OCCLUDED, VISIBLE}  # never missing
         assert s["center"].shape == (2,) and s["center"].dtype == torch.float32
         assert s["scale"].shape == () and s["scale"].dtype == torch.float32 and float(s["scale"]) > 0
         assert s["index"] == i
@@ -73,7 +74,7 @@ def test_easy_keypoints_inside_and_person_size():
         s = ds[i]
         xy = s["keypoints"][:, :2]
         assert float(xy.min()) >= 0 and float(xy.max()) <= size - 1
-        assert (s["keypoints"][:, 2] == 1).all()
+        assert (s["keypoints"][:, 2] == VISIBLE).all()
         height = float(s["scale"]) * SCALE_UNIT_PX
         assert 0.5 * size <= height <= 0.9 * size
 
@@ -182,21 +183,21 @@ def test_occluders_hide_joints_and_only_when_asked():
     for i in range(len(clean)):
         a, b = clean[i], busy[i]
         assert clean.meta(i)["n_occluders"] == 0 and busy.meta(i)["n_occluders"] == 3
-        assert (a["keypoints"][:, 2] == 1).all()   # kept inside and nothing drawn over the joints
+        assert (a["keypoints"][:, 2] == VISIBLE).all()   # kept inside and nothing drawn over the joints
         # The occluder knob acts after the figure is sampled: same person, same joints.
         assert torch.equal(a["keypoints"][:, :2], b["keypoints"][:, :2])
-        hidden += int((b["keypoints"][:, 2] == 0).sum())
+        hidden += int((b["keypoints"][:, 2] == OCCLUDED).sum())  # position still known
     assert hidden >= 30
 
 
-def test_joints_outside_the_image_are_invisible():
+def test_joints_outside_the_image_are_labelled_but_not_visible():
     ds = SyntheticPoses(length=60, image_size=96, difficulty="hard", seed=6, occluders=0)
     outside = 0
     for i in range(len(ds)):
         kp = ds[i]["keypoints"]
         out = ((kp[:, :2] < -0.5) | (kp[:, :2] >= 96 - 0.5)).any(1)
-        assert (kp[out, 2] == 0).all()
-        assert (kp[~out, 2] == 1).all()
+        assert (kp[out, 2] == OCCLUDED).all()
+        assert (kp[~out, 2] == VISIBLE).all()
         outside += int(out.sum())
     assert outside > 0   # hard lets people leave the frame a little
 

@@ -1,7 +1,17 @@
 import pytest
 import torch
 
-from cpm_lab.targets import CodecConfig, center_map, decode, encode
+from cpm_lab.targets import (
+    MISSING,
+    OCCLUDED,
+    VISIBLE,
+    CodecConfig,
+    center_map,
+    decode,
+    encode,
+    labelled_mask,
+    visible_mask,
+)
 
 
 def random_keypoints(n, p, size, generator, margin=4.0):
@@ -74,3 +84,18 @@ def test_clear_errors():
         CodecConfig(input_size=100)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         center_map(torch.zeros(3), cfg)
+
+
+def test_targets_follow_the_joint_flags():
+    cfg = CodecConfig(input_size=64, sigma=4.0, num_parts=4)
+    kp = torch.tensor([[[20.0, 20.0, VISIBLE],     # a Gaussian
+                        [40.0, 30.0, OCCLUDED],    # labelled but occluded: a Gaussian too (official transformer)
+                        [70.0, 30.0, VISIBLE],     # labelled but outside the 64 px input: an empty map, in the loss
+                        [30.0, 30.0, MISSING]]])   # missing: no map, out of the loss
+    targets, weights = encode(kp, cfg)
+    peaks = targets[0, :4].amax(dim=(-1, -2))
+    assert peaks[0] > 0.5 and peaks[1] > 0.5 and peaks[2] == 0 and peaks[3] == 0
+    assert weights[0].tolist() == [1.0, 1.0, 1.0, 0.0, 1.0]
+    assert labelled_mask(kp)[0].tolist() == [True, True, True, False]
+    assert visible_mask(kp)[0].tolist() == [True, False, True, False]
+    assert visible_mask(kp.numpy())[0].tolist() == [True, False, True, False]

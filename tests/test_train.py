@@ -111,6 +111,21 @@ def test_no_intermediate_strategy_logs_all_stages_but_optimises_final():
     assert (h["loss_stage1"] > 0).all()
 
 
+def test_caffe_loss_scale_is_half_the_mean():
+    torch.manual_seed(0)
+    targets, w = torch.rand(3, 15, 4, 4), (torch.rand(3, 15) > 0.3).float()
+    beliefs = [torch.rand(3, 15, 4, 4) for _ in range(2)]
+    mean, caffe = stage_losses(beliefs, targets, w), stage_losses(beliefs, targets, w, scale="caffe")
+    assert torch.equal(caffe, mean / 2)
+    assert torch.equal(cpm_loss(beliefs, targets, w, scale="caffe")[0], cpm_loss(beliefs, targets, w)[0] / 2)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        stage_losses(beliefs, targets, w, scale="sum")
+    # the trainer passes the config's choice: same init and batch, first-step losses halve
+    h_mean = Trainer(toy_model(), toy_data(), cfg(steps=1)).fit()
+    h_caffe = Trainer(toy_model(), toy_data(), cfg(steps=1, loss_scale="caffe")).fit()
+    assert h_caffe["loss"].item() == h_mean["loss"].item() / 2 > 0
+
+
 # ------------------------------------------------------------------------------------------------ strategies
 def test_plan_phases_share_one_budget():
     e2e = plan_phases("end_to_end", 3, 10)
@@ -207,6 +222,46 @@ def test_learning_rate_schedules_and_optimizer_defaults():
         TrainConfig.for_preset("huge")
 
 
+def test_lr_multipliers_and_bias_decay_become_param_groups():
+    paper_like = CPM(CPMConfig(name="paper", num_stages=3, **SMALL))
+    official = dict(optimizer="sgd", lr=1e-3, weight_decay=5e-4, stage1_lr_mult=5.0, bias_lr_mult=2.0,
+                    bias_decay=False, schedule="constant")
+    t = Trainer(paper_like, toy_data(), cfg(steps=2, **official))
+    t.fit(until=1)
+    group = {id(p): g for g in t.optimizer.param_groups for p in g["params"]}
+    stage1 = {id(p) for p in paper_like.stage1.parameters()}
+    for name, p in paper_like.named_parameters():
+        bias = name.endswith(".bias")
+        mult = (5.0 if id(p) in stage1 else 1.0) * (2.0 if bias else 1.0)  # stage-1 biases: 10x
+        assert group[id(p)]["lr"] == pytest.approx(1e-3 * mult), name
+        assert group[id(p)]["weight_decay"] == (0.0 if bias else 5e-4), name
+    assert sorted(g["lr_mult"] for g in t.optimizer.param_groups) == [1.0, 2.0, 5.0, 10.0]
+    # stagewise: the groups hold exactly the trainable parameters of the phase (here stage 2)
+    t = Trainer(toy_model(), toy_data(), cfg(steps=4, strategy="stagewise", **official))
+    t.fit(until=3)
+    in_groups = [p for g in t.optimizer.param_groups for p in g["params"]]
+    stage2 = [p for m in t.model.stage_modules(2) for p in m.parameters()]
+    assert {id(p) for p in in_groups} == {id(p) for p in stage2} and len(in_groups) == len(stage2)
+    assert all(p.requires_grad for p in in_groups)
+    assert sorted(g["lr_mult"] for g in t.optimizer.param_groups) == [1.0, 2.0]  # no stage-1 parameter
+    # defaults: one group with multiplier 1, as before these options existed
+    t = Trainer(toy_model(), toy_data(), cfg(steps=2))
+    t._enter_phase(0)
+    assert [g["lr_mult"] for g in t.optimizer.param_groups] == [1.0]
+    with pytest.raises(ValueError, match="stage1_lr_mult must be a positive number"):
+        cfg(stage1_lr_mult=0)
+
+
+def test_paper_preset_train_config_follows_the_official_solver():
+    c = TrainConfig.for_preset("paper")
+    assert (c.optimizer, c.batch_size, c.lr_gamma, c.momentum) == ("sgd", 16, 0.333, 0.9)
+    assert (c.loss_scale, c.stage1_lr_mult, c.bias_lr_mult, c.bias_decay) == ("caffe", 5.0, 2.0, False)
+    t = TrainConfig.for_preset("tiny")
+    assert (t.loss_scale, t.stage1_lr_mult, t.bias_lr_mult, t.bias_decay) == ("mean", 1.0, 1.0, True)
+    with pytest.raises(ValueError, match="unknown loss_scale"):
+        TrainConfig(loss_scale="sum")
+
+
 def test_gradient_clipping_bounds_the_norm():
     class Norm(Callback):
         def on_after_backward(self, trainer, step):
@@ -244,6 +299,24 @@ def test_resume_is_bit_identical(tmp_path, strategy, steps, half):
     assert list(h["step"]) == list(range(1, steps + 1))
     assert h["loss"].tolist() == h_straight["loss"].tolist()
     assert read_checkpoint(path)["step"] == steps
+
+
+def test_resumes_a_checkpoint_older_than_the_new_config_fields(tmp_path):
+    data = toy_data(n=10)
+    straight = toy_model()
+    Trainer(straight, data, cfg(steps=4)).fit()
+    path = str(tmp_path / "ck.pt")
+    Trainer(toy_model(), data, cfg(steps=4, checkpoint=path)).fit(until=2)
+    ck = torch.load(path, weights_only=True)
+    for k in ("init", "init_std", "dropout", "input_convention"):
+        del ck["model_config"][k]
+    for g in ck["optimizer"]["param_groups"]:
+        del g["lr_mult"]
+    torch.save(ck, path)
+    resumed = toy_model(seed=7)
+    Trainer(resumed, data, cfg(steps=4, checkpoint=path)).fit(resume=path)
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_request_stop_and_time_limit_end_fit_resumably(tmp_path):

@@ -6,6 +6,8 @@ Commands::
                   [--augment/--no-augment] [--cache/--no-cache]
     cpm-lab eval  --checkpoint runs/tiny/checkpoint.pt --data synthetic [--split S] [--out eval.csv]
     cpm-lab eval  --mean-pose --data lspet --split val [--out baseline.csv]
+    cpm-lab eval  --checkpoint CKPT --data lsp --split test [--protocol lsp|gt-crop] [--joints labelled|visible]
+    cpm-lab score --predictions LSP_prediction_model_LSP_6s.mat --data lsp --split test [--out score.csv]
     cpm-lab ablate [--quick] [--out data/results] ...   (cpm_lab.cli.ablate, running cpm_lab.experiments)
     cpm-lab demo  [--out runs/demo]                      (cpm_lab.demo)
 
@@ -117,12 +119,12 @@ def is_main_process() -> bool:
 
 def format_pck_table(table, thresholds: Sequence[float] = (0.1, 0.2), title: str = "") -> str:
     """Stages as rows, PCK@thresholds as columns (``metrics.pck_table``, mean over all joints), as text."""
-    from ..metrics import pck_table
+    from ..metrics import NORMALIZATION_LABELS, pck_table
 
     wide = pck_table(table, thresholds)
-    norm = table.loc[table["metric"] == "pck", "normalize"].iloc[0]
-    count = int(table[(table["metric"] == "pck") & (table["part"] == "mean")]["count"].iloc[0])
-    lines = ([title] if title else []) + [f"PCK ({norm}-normalised; mean over {count} visible joints)"]
+    norm = NORMALIZATION_LABELS[table.loc[table["metric"] == "pck", "normalize"].iloc[0]]
+    lines = ([title] if title else []) + [f"PCK ({norm}-normalised; mean over {wide.attrs['count']} "
+                                          f"{wide.attrs['joints']} joints)"]
     cols = list(wide.columns)
     lines.append("stage  " + "  ".join(f"{c:>18}" for c in cols))
     for stage, row in wide.iterrows():
@@ -134,11 +136,12 @@ def format_part_table(table, thresholds: Sequence[float] = (0.1, 0.2), stage: in
                       title: str = "") -> str:
     """Parts as rows (the pooled "mean" last) and PCK@thresholds of one stage (default: the last)
     as columns, plus ``n`` (``metrics.part_table``), as text."""
-    from ..metrics import part_table
+    from ..metrics import NORMALIZATION_LABELS, part_table
 
     wide = part_table(table, thresholds, stage)
-    lines = ([title] if title else []) + [f"per part, stage {wide.attrs['stage']} "
-                                          f"(PCK, {wide.attrs['normalize']}-normalised)"]
+    lines = ([title] if title else []) + [f"per part, stage {wide.attrs['stage']} (PCK, "
+                                          f"{NORMALIZATION_LABELS[wide.attrs['normalize']]}-normalised, "
+                                          f"{wide.attrs['joints']} joints)"]
     cols = [c for c in wide.columns if c != "n"]
     lines.append(f"{'part':<10}" + "".join(f"{c:>10}" for c in cols) + f"{'n':>8}")
     for part, row in wide.iterrows():
@@ -194,8 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 # The commands register themselves on import; ``--help`` lists them in this order.
 from . import ablate as _ablate  # noqa: E402,F401
 from . import evaluate as _evaluate  # noqa: E402,F401
+from . import score as _score  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 
-_HELP_ORDER = ("train", "eval", "demo", "ablate")
+_HELP_ORDER = ("train", "eval", "score", "demo", "ablate")
 for _name in sorted(COMMANDS, key=lambda n: _HELP_ORDER.index(n) if n in _HELP_ORDER else len(_HELP_ORDER)):
     COMMANDS[_name] = COMMANDS.pop(_name)

@@ -64,6 +64,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from ..data.augment import Augment
     from ..data.specs import is_real, make_dataset
+    from ..inference import protocol_title
     from ..models.cpm import CPM
     from ..train import TrainConfig, Trainer, setup_distributed
     from ..utils import seed_everything
@@ -128,8 +129,10 @@ def _train(args: argparse.Namespace) -> int:
             final = (evals[evals["step"] == config.steps].drop(columns="step") if len(evals)
                      and (evals["step"] == config.steps).any() else trainer.evaluate(eval_set))
             final.to_csv(os.path.join(out, "eval.csv"), index=False)
+            where = (f"protocol: {protocol_title('gt-crop')}; run `cpm-lab eval --protocol lsp` for the "
+                     "official test" if real else "the generator's own frames")
             print(format_pck_table(final, title=f"held-out {eval_set.split_description}, {len(eval_set)} images, "
-                                                f"after {config.steps} steps, {elapsed:.1f} s of training"))
+                                                f"after {config.steps} steps, {elapsed:.1f} s of training ({where})"))
             print(f"wrote {out}/config.json, history.csv, checkpoint.pt, eval.csv")
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -79,7 +79,8 @@ class Augment:
         translate: maximum shift as a fraction of the image side, per axis (default 0).
         flip_index: joint relabelling after a flip; default chosen from the number of parts
             (14 LSP, 16 MPII, 17 COCO; see ``skeleton.flip_index``).
-        padding_mode: ``grid_sample`` fill outside the source image ("zeros" = black).
+        padding_mode: fill outside the source image: "grey" (default, the official padding) or a
+            ``grid_sample`` mode ("zeros" = black, "border", "reflection").
 
     ``augment(batch, generator)`` returns a new dict with ``image`` (N, 3, H, W),
     ``keypoints`` (N, P, 3), ``center`` (N, 2) and ``scale`` (N,) transformed; all other keys
@@ -89,7 +90,7 @@ class Augment:
 
     def __init__(self, scale: tuple[float, float] = (0.7, 1.3), rotation: float = 40.0, flip: bool = True,
                  flip_prob: float = 0.5, translate: float = 0.0, flip_index: Sequence[int] | None = None,
-                 padding_mode: str = "zeros"):
+                 padding_mode: str = "grey"):
         lo, hi = (float(v) for v in scale)
         if not 0 < lo <= hi:
             raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {scale!r}")

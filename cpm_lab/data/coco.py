@@ -8,10 +8,11 @@ counted in ``num_unlabelled`` / ``num_crowd``, not treated as errors.
 
 Person box: centred on the bbox centre (COCO boxes are in pixel-edge coordinates, so the centre
 is shifted by -0.5 to cpm_lab's pixel-centre convention), side ``max(w, h) * box_pad`` (default
-1.0: COCO boxes already enclose the whole visible person). A keypoint is visible when v > 0 (COCO's
-"labelled"). ``parts="lsp"`` maps to LSP-14 with ``skeleton.to_lsp(..., "coco")`` (neck and
-head top are approximations, see ``skeleton.COCO_TO_LSP``); ``parts="coco"`` keeps the 17
-native keypoints. Keypoint coordinates are used as given (0-based).
+1.0: COCO boxes already enclose the whole visible person). COCO's v is cpm_lab's joint flag
+(``cpm_lab.targets``: 2 visible, 1 labelled but occluded, 0 missing). ``parts="lsp"`` maps to
+LSP-14 with ``skeleton.to_lsp(..., "coco")`` (neck and head top are approximations, see
+``skeleton.COCO_TO_LSP``); ``parts="coco"`` keeps the 17 native keypoints. Keypoint
+coordinates are used as given (0-based).
 
 Cite: T.-Y. Lin et al., "Microsoft COCO: Common Objects in Context", ECCV 2014.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import skeleton
+from ..targets import MISSING, VISIBLE
 from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError, check_on_error
 from .mpii import load_json_file
 
@@ -108,8 +110,8 @@ class COCOKeypoints(PersonCrops):
             c, box = np.zeros(2), 1.0
             if why is None:
                 k = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3).copy()
-                k[:, 2] = k[:, 2] > 0
-                labelled = int(k[:, 2].sum())
+                k[:, 2] = np.clip(np.round(k[:, 2]), MISSING, VISIBLE)  # COCO's v is cpm_lab's flag
+                labelled = int((k[:, 2] > 0).sum())
                 if labelled < max(1, min_keypoints) or ann.get("num_keypoints", labelled) == 0:
                     self.num_unlabelled += 1
                     paths.pop(), sources.pop()

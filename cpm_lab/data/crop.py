@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..targets import OCCLUDED, labelled_mask
 from .synthetic import SCALE_UNIT_PX
 
 #: Default crop side as a multiple of the person box side.
@@ -100,16 +101,21 @@ def _size2(out_size) -> tuple[int, int]:
     return int(h), int(w)
 
 
+#: The value outside a photograph, in [0, 1] images: mid-grey, as the official CPM pads (128).
+GREY = 0.5
+
+
 def warp_images(images: torch.Tensor, matrix: torch.Tensor, out_size, *,
-                mode: str = "bilinear", padding_mode: str = "zeros") -> torch.Tensor:
+                mode: str = "bilinear", padding_mode: str = "grey") -> torch.Tensor:
     """Resample images with per-sample affines, on the images' device.
 
     Args:
         images: (N, C, H, W) float tensor.
         matrix: (N, 3, 3) (or (3, 3), broadcast) output-from-input pixel affine.
         out_size: int side or (height, width) of the output.
-        mode, padding_mode: passed to ``torch.nn.functional.grid_sample``; outside the input
-            is filled with 0 by default.
+        mode: passed to ``torch.nn.functional.grid_sample``.
+        padding_mode: "grey" (default: outside the input is ``GREY``, the official padding)
+            or one of ``grid_sample``'s ("zeros" = black, "border", "reflection").
     Returns:
         (N, C, h, w) tensor of the images' dtype (float32 for integer images). Bilinear
         resampling does not low-pass filter, so shrinking by much more than 2x aliases; loaders
@@ -130,6 +136,9 @@ def warp_images(images: torch.Tensor, matrix: torch.Tensor, out_size, *,
         images = images.float()
     theta = theta[:, :2].to(device=images.device, dtype=torch.float32)
     grid = F.affine_grid(theta, [n, images.shape[1], h_out, w_out], align_corners=False)
+    if padding_mode == "grey":
+        return F.grid_sample(images - GREY, grid.to(images.dtype), mode=mode, padding_mode="zeros",
+                             align_corners=False) + GREY
     return F.grid_sample(images, grid.to(images.dtype), mode=mode, padding_mode=padding_mode,
                          align_corners=False)
 
@@ -153,13 +162,16 @@ def inside(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def warp_keypoints(keypoints: torch.Tensor, matrix: torch.Tensor, out_size) -> torch.Tensor:
     """Keypoints (N, P, 3) through (N, 3, 3) affines into an output of ``out_size``.
 
-    Visibility becomes 0 for joints that leave the output image (or that have non-finite
-    coordinates); coordinates are transformed for every joint.
+    Coordinates are transformed for every joint. A labelled joint keeps its flag (its position
+    is known even where it leaves the output image, which ``targets.encode`` turns into an
+    empty map), except that a VISIBLE joint leaving the output becomes OCCLUDED; a joint whose
+    transformed coordinates are not finite becomes MISSING.
     """
     h, w = _size2(out_size)
     xy = warp_points(keypoints[..., :2], matrix)
-    vis = (keypoints[..., 2] > 0) & inside(xy, h, w) & torch.isfinite(xy).all(-1)
-    return torch.cat([xy, vis[..., None].to(torch.float32)], dim=-1)
+    flag = torch.where(torch.isfinite(xy).all(-1), keypoints[..., 2], torch.zeros_like(keypoints[..., 2]))
+    flag = torch.where(inside(xy, h, w), flag, flag.clamp(max=OCCLUDED))
+    return torch.cat([xy, flag[..., None].to(torch.float32)], dim=-1)
 
 
 def flip_labels(keypoints: torch.Tensor, flipped: torch.Tensor, flip_index: Sequence[int]) -> torch.Tensor:
@@ -172,11 +184,11 @@ def flip_labels(keypoints: torch.Tensor, flipped: torch.Tensor, flip_index: Sequ
 
 
 def warp_batch(batch: dict, matrix: torch.Tensor, out_size=None, *, flipped: torch.Tensor | None = None,
-               flip_index: Sequence[int] | None = None, padding_mode: str = "zeros") -> dict:
+               flip_index: Sequence[int] | None = None, padding_mode: str = "grey") -> dict:
     """Apply (N, 3, 3) output-from-input affines to a batch dict, on its device.
 
-    Transforms ``image`` (N, 3, H, W), ``keypoints`` (N, P, 3) (joints leaving the output
-    become invisible), ``center`` (N, 2) and ``scale`` (N,) (multiplied by the affine's scale
+    Transforms ``image`` (N, 3, H, W), ``keypoints`` (N, P, 3) (flags as in
+    ``warp_keypoints``), ``center`` (N, 2) and ``scale`` (N,) (multiplied by the affine's scale
     factor). When ``flipped`` (N,) bool is given, those samples' matrices must contain a
     mirror and their joint labels are permuted with ``flip_index``. Other keys are copied
     unchanged. Returns a new dict; the input is not modified.
@@ -240,7 +252,8 @@ def crop_pil(path: str | os.PathLike, center, box: float, out_size: int,
     """Decode ``path`` and return the person-centred crop as uint8 (out_size, out_size, 3).
 
     Geometry is exactly ``crop_matrix(center, box, out_size, margin)``; outside the image is
-    black. Raises whatever Pillow raises for a missing or undecodable file.
+    mid-grey (``GREY``, the official CPM padding). Raises whatever Pillow raises for a missing or
+    undecodable file.
     """
     side = box * margin
     shrink = side / out_size
@@ -249,7 +262,10 @@ def crop_pil(path: str | os.PathLike, center, box: float, out_size: int,
     cx, cy = float(center[0]) + 0.5, float(center[1]) + 0.5
     x0, y0, x1, y1 = ((cx - side / 2) / k, (cy - side / 2) / k, (cx + side / 2) / k, (cy + side / 2) / k)
     ix0, iy0, ix1, iy1 = math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1)
-    patch = img.crop((ix0, iy0, ix1, iy1))  # zero-padded where it leaves the image
+    patch = Image.new("RGB", (ix1 - ix0, iy1 - iy0), (round(255 * GREY),) * 3)
+    inner = (max(ix0, 0), max(iy0, 0), min(ix1, img.width), min(iy1, img.height))
+    if inner[2] > inner[0] and inner[3] > inner[1]:
+        patch.paste(img.crop(inner), (inner[0] - ix0, inner[1] - iy0))
     out = patch.resize((out_size, out_size), Image.Resampling.BILINEAR,
                        box=(x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0))
     return np.array(out, dtype=np.uint8)
@@ -265,8 +281,8 @@ class PersonCrops(torch.utils.data.Dataset):
     ``_setup``. Each item is a dict like ``SyntheticPoses``'s:
 
     - ``image``: float32 (3, S, S) in [0, 1], S = ``image_size``;
-    - ``keypoints``: float32 (P, 3), x, y in crop pixels and visibility (1 = annotated and
-      inside the crop);
+    - ``keypoints``: float32 (P, 3), x, y in crop pixels and the joint flag (``cpm_lab.targets``;
+      a visible joint outside the crop is OCCLUDED);
     - ``center``: float32 (2,), the person centre in crop pixels (the crop's middle);
     - ``scale``: float32 scalar tensor, person box side in crop pixels / 200;
     - ``index``: int, position in this dataset;
@@ -454,7 +470,7 @@ def check_on_error(on_error: str) -> None:
 def box_from_keypoints(keypoints: np.ndarray, pad: float) -> tuple[np.ndarray, float] | None:
     """Centre (2,) and square box side of the annotated joints' bounding box, enlarged by
     ``pad``; None when fewer than two distinct annotated joints exist."""
-    vis = keypoints[:, 2] > 0
+    vis = labelled_mask(keypoints)
     if vis.sum() < 2:
         return None
     xy = keypoints[vis, :2]

@@ -10,8 +10,9 @@ LSPet      (14, 3, N)      1 = annotated          ``im00001.jpg`` (5 digits)
 =========  ==============  =====================  ==========================
 
 In LSPet a flag-0 joint is missing and its coordinates are meaningless (e.g. (0, -26)). In the
-original LSP every joint has coordinates and flag 1 marks an occluded joint, which this loader
-treats as not visible, so both conventions give "visibility 1 = a trustworthy location".
+original LSP every joint has coordinates and flag 1 marks an occluded joint. Both become
+cpm_lab's joint flags (``cpm_lab.targets``: LSP 0 -> VISIBLE, 1 -> OCCLUDED; LSPet 1 -> VISIBLE,
+0 -> MISSING), so every LSP joint is labelled and LSPet's missing ones are not.
 Coordinates are MATLAB 1-based; ``one_based=True`` subtracts 1 so pixel centres sit at
 integer, 0-based coordinates as in the rest of cpm_lab.
 
@@ -33,13 +34,15 @@ import numpy as np
 import scipy.io
 
 from .. import skeleton
+from ..targets import MISSING, OCCLUDED, VISIBLE
 from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError, box_from_keypoints, check_on_error
 
 LAYOUTS = ("auto", "lsp", "lspet")
 
 
 def read_joints(path: str | os.PathLike, layout: str = "auto") -> tuple[np.ndarray, str]:
-    """Read an LSP/LSPet ``joints.mat`` as (N, 14, 3) float64 [x, y, visibility 0/1].
+    """Read an LSP/LSPet ``joints.mat`` as (N, 14, 3) float64 [x, y, joint flag] (flags as in
+    ``cpm_lab.targets``: MISSING 0, OCCLUDED 1, VISIBLE 2).
 
     The axis order is detected from the array shape ((3, 14, N) or (14, 3, N)); the flag
     meaning comes from ``layout``: "lsp" (flag 0 = visible), "lspet" (flag 1 = annotated), or
@@ -76,7 +79,10 @@ def read_joints(path: str | os.PathLike, layout: str = "auto") -> tuple[np.ndarr
     if bad_flags.any():
         n, p = np.argwhere(bad_flags)[0]
         raise PoseDataError(f"{path}: flags must be 0 or 1; image {n + 1} joint {p} has {flag[n, p]!r}")
-    kp[..., 2] = (flag == 0) if used == "lsp" else (flag == 1)
+    if used == "lsp":
+        kp[..., 2] = np.where(flag == 0, VISIBLE, OCCLUDED)
+    else:
+        kp[..., 2] = np.where(flag == 1, VISIBLE, MISSING)
     return kp, used
 
 

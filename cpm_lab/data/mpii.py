@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import skeleton
+from ..targets import MISSING, VISIBLE
 from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError, check_on_error
 from .synthetic import SCALE_UNIT_PX
 
@@ -108,7 +109,7 @@ class MPII(PersonCrops):
                 continue
             vis = np.asarray(rec["joints_vis"], dtype=np.float64) > 0
             kp[i, :, :2] = np.where(vis[:, None], np.asarray(rec["joints"], dtype=np.float64) - shift, 0.0)
-            kp[i, :, 2] = vis
+            kp[i, :, 2] = np.where(vis, VISIBLE, MISSING)
             centers[i] = np.asarray(rec["center"], dtype=np.float64) - shift
             boxes[i] = float(rec["scale"]) * SCALE_UNIT_PX
         kp, self.joint_names, self.flip_index = skeleton.joint_set(kp, "mpii", parts)

@@ -10,8 +10,12 @@ spec                        dataset
 ``lspet`` / ``lspet:DIR``   LSP-extended (``cpm_lab.data.LSP``) in DATA/lspet or DIR: train =
                             images 1-8000, val = 8001-9000, test = 9001-10000 when the file has
                             them (otherwise val, with a warning: they are kept aside)
-``lsp`` / ``lsp:DIR``       original LSP in DATA/lsp or DIR: train = 1-1000, val = test =
-                            1001-2000 (the paper's test images; LSP has no validation split)
+``lsp`` / ``lsp:DIR``       original LSP in DATA/lsp or DIR: train = 1-1000, test = 1001-2000
+                            (the paper's test images); val = test (LSP has no validation split).
+                            A folder whose joints.mat has LSPet's layout is refused (and an LSPet
+                            spec refuses LSP's layout).
+``A+B`` (e.g. ``lspet+lsp``)  the train splits of A and B together (the paper's LSP model trained
+                            on LSPet + LSP 1-1000); val and test come from the last one (B)
 ``mpii`` / ``mpii:JSON``    MPII (``cpm_lab.data.MPII``), LSP-14 joints: DATA/mpii/annot/
                             {train,valid}.json + DATA/mpii/images (test = valid: MPII test labels
                             are not public), or one JSON file with its images beside it (or in
@@ -32,6 +36,8 @@ never shares an image with the training split: ``train`` uses ``seed``, ``val`` 
 """
 from __future__ import annotations
 
+import torch
+
 from .synthetic import DIFFICULTIES, SyntheticPoses
 
 SPLITS = ("train", "val", "test")
@@ -40,6 +46,16 @@ SPLIT_SEED_OFFSET = {"train": 0, "val": 10_000_019, "test": 20_000_003}
 DEFAULT_LENGTH = {"train": 20_000, "val": 256, "test": 512}
 SPEC_HELP = "synthetic[:easy|standard|hard], lspet[:DIR], lsp[:DIR], mpii[:JSON] or coco[:JSON]"
 REAL_KINDS = ("lspet", "lsp", "mpii", "coco")
+
+
+def split_spec(spec: str) -> list[str]:
+    """The datasets of a combined spec ``"A+B"`` (each a spec of its own); ``[spec]`` otherwise."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"data spec must be a non-empty string like {SPEC_HELP!r}, got {spec!r}")
+    parts = [p.strip() for p in spec.split("+")]
+    if any(not p for p in parts):
+        raise ValueError(f"bad data spec {spec!r}: expected datasets joined by '+', e.g. 'lspet+lsp'")
+    return parts
 
 
 def parse_spec(spec: str) -> tuple[str, list[str]]:
@@ -51,8 +67,8 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
 
 
 def is_real(spec: str) -> bool:
-    """True when ``spec`` names a real (photograph) dataset rather than the synthetic generator."""
-    return parse_spec(spec)[0] in REAL_KINDS
+    """True when ``spec`` names real (photograph) datasets only, not the synthetic generator."""
+    return all(parse_spec(part)[0] in REAL_KINDS for part in split_spec(spec))
 
 
 def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0, length: int | None = None,
@@ -76,9 +92,12 @@ def make_dataset(spec: str, image_size: int, split: str = "train", seed: int = 0
     Raises:
         ValueError naming the spec and what was expected.
     """
-    kind, args = parse_spec(spec)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    parts = split_spec(spec)
+    if len(parts) > 1:
+        return _combined(spec, parts, image_size, split, seed, length, cache)
+    kind, args = parse_spec(spec)
     if kind == "synthetic":
         if len(args) > 1:
             raise ValueError(f"bad data spec {spec!r}: expected {SPEC_HELP}")
@@ -108,6 +127,30 @@ def default_data_root():
     return Path(env) if env else ROOT.parent / "shared" / "datasets"
 
 
+class Combined(torch.utils.data.ConcatDataset):
+    """The train splits of several datasets served as one (``make_dataset("lspet+lsp", ...)``);
+    ``annotations()`` concatenates theirs, so the mean-pose baseline fits without decoding."""
+
+    def annotations(self) -> dict:
+        parts = [d.annotations() for d in self.datasets]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _combined(spec: str, parts: list[str], image_size: int, split: str, seed: int, length: int | None,
+              cache: bool):
+    """Train: the union of every part's train split; val/test: the last part's split."""
+    if split != "train":
+        ds = make_dataset(parts[-1], image_size, split, seed, length, cache)
+        ds.split_description = f"{ds.split_description}, the {split} split of {spec}"
+        return ds
+    sets = [make_dataset(p, image_size, "train", seed, None, cache) for p in parts]
+    ds = Combined(sets)
+    if length is not None:
+        ds = torch.utils.data.Subset(ds, range(min(int(length), len(ds))))
+    ds.split_description = " + ".join(d.split_description for d in sets)
+    return ds
+
+
 def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split: str, length: int | None,
                   cache: bool = False):
     """LSP/LSPet/MPII/COCO person crops for ``split`` (see the module docstring)."""
@@ -124,13 +167,16 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
     data = default_data_root()
     if kind in ("lspet", "lsp"):
         root = arg or data / kind
+        total = _lsp_total(root, kind)  # how many images this copy's joints.mat holds (layout checked)
         if kind == "lsp":
             start, end = (1, 1000) if split == "train" else (1001, 2000)
+            if total < end:
+                raise ValueError(f"data spec {spec!r}: {root}/joints.mat holds {total} images; the LSP "
+                                 f"{split} split needs images {start}-{end} (the 2000-image LSP release)")
             ds = LSP(root, image_size, start, end, cache=cache)
             described = f"LSP images {start}-{end}"
         else:
             ranges = {"train": (1, 8000), "val": (8001, 9000), "test": (9001, 10000)}
-            total = _lsp_total(root)  # how many images this copy's joints.mat holds
             start, end = ranges[split]
             if split == "test" and total < end:
                 warnings.warn(f"{spec!r}: LSPet test images 9001-10000 are not in {root} (kept aside "
@@ -163,10 +209,16 @@ def _real_dataset(spec: str, kind: str, args: list[str], image_size: int, split:
     return ds
 
 
-def _lsp_total(root) -> int:
+def _lsp_total(root, kind: str) -> int:
+    """Images in ``root``'s joints.mat, refusing a file whose layout is not ``kind``'s."""
     from pathlib import Path
 
     from .lsp import read_joints
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"LSP root folder not found: {root} (give it as lspet:DIR or set CPM_LAB_DATA)")
-    return len(read_joints(Path(root) / "joints.mat")[0])
+        raise FileNotFoundError(f"LSP root folder not found: {root} (give it as {kind}:DIR or set CPM_LAB_DATA)")
+    kp, layout = read_joints(Path(root) / "joints.mat")
+    if layout != kind:
+        shapes = {"lsp": "(3, 14, N) with flag 0 = visible", "lspet": "(14, 3, N) with flag 1 = annotated"}
+        raise ValueError(f"{kind}:{root}: joints.mat has the {layout.upper()} layout {shapes[layout]}, not "
+                         f"{kind.upper()}'s {shapes[kind]}; use {layout}:{root}")
+    return len(kp)

@@ -67,6 +67,7 @@ from cpm_lab.data._figure import (
     _limb,
     _sample_figure,
 )
+from cpm_lab.targets import OCCLUDED, VISIBLE
 
 #: ``scale`` in a sample is the person size in units of this many pixels (MPII convention:
 #: a box of side ``scale * SCALE_UNIT_PX`` pixels holds the standing person).
@@ -84,7 +85,7 @@ SCALE_UNIT_PX = 200.0
 #: keep_inside          if True, shrink/shift the person so every joint lies inside the image
 #: facing_away_prob     probability that the person faces away (right joints on image right)
 #: distractors          (lo, hi) count of limb-shaped bars in the person's limb colours
-#: occluders            (lo, hi) count of shapes drawn over the person; hidden joints get v=0
+#: occluders            (lo, hi) count of shapes drawn over the person; hidden joints are OCCLUDED
 #: second_person_prob   probability of an unlabelled second person, cut by the image border
 #: background_shapes    (lo, hi) count of non-limb clutter shapes (ellipses, boxes, triangles)
 #: noise                standard deviation of additive pixel noise (image range is [0, 1])
@@ -212,9 +213,9 @@ class SyntheticPoses(Dataset):
     Each item is a dict (see :mod:`cpm_lab.data`): ``image`` float32 (3, S, S) in [0, 1],
     ``keypoints`` float32 (14, 3) = (x, y, visibility) in pixels, ``center`` float32 (2,) = the
     centre of the joints' bounding box, ``scale`` float32 0-d = standing height / SCALE_UNIT_PX,
-    ``index`` int. A joint has visibility 0 when it is outside the image or under an occluder;
-    its coordinates are still the true ones. Self-occlusion (an arm in front of the torso)
-    keeps visibility 1.
+    ``index`` int. The joint flag (``cpm_lab.targets``) is OCCLUDED (1) when the joint is
+    outside the image or under an occluder (its coordinates are the true ones), VISIBLE (2)
+    otherwise; self-occlusion (an arm in front of the torso) counts as visible.
     """
 
     def __init__(self, length: int = 1000, image_size: int = 128, difficulty: str = "standard",
@@ -320,10 +321,11 @@ class SyntheticPoses(Dataset):
         occluded = np.zeros((size, size) if occ_u else (0, 0), dtype=bool)
         noise = _noise_field(size, k["noise"]) if k["noise"] > 0 else _NO_NOISE
         _raster.paint(img, shapes.table(), _noise_field(size), occluded, noise, oy, ox, sign % 2 == 1)
-        # Visible = the joint's nearest pixel is inside the image and not occluded.
+        # Visible = the joint's nearest pixel is inside the image and not occluded; every other
+        # joint is labelled but occluded (its position is known).
         kp = np.empty((len(fig.joints), 3), dtype=np.float32)
         kp[:, :2] = fig.joints
-        kp[:, 2] = [0 <= c < size and 0 <= r < size and (not occ_u or not occluded[r, c])
+        kp[:, 2] = [VISIBLE if 0 <= c < size and 0 <= r < size and (not occ_u or not occluded[r, c]) else OCCLUDED
                     for c, r in ((math.floor(x + 0.5), math.floor(y + 0.5))
                                  for x, y in fig.joints.tolist())]
         meta = {"facing_away": fig.facing_away, "height_px": fig.height_px, "n_occluders": len(occ_u),

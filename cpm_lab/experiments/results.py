@@ -15,7 +15,7 @@ from .plan import RunSpec
 RESULT_FILE = "result.json"
 FINISHED = ("done", "diverged")  # a run in one of these states is never trained again
 
-PCK_COLUMNS = ["experiment", "strategy", "num_stages", "seed", "stage", "part", "metric", "normalize",
+PCK_COLUMNS = ["experiment", "strategy", "num_stages", "seed", "stage", "part", "metric", "normalize", "joints",
                "threshold", "value", "count"]
 GRADIENT_COLUMNS = ["strategy", "num_stages", "seed", "step", "stage", "layer", "depth", "main_path", "norm"]
 HISTOGRAM_COLUMNS = ["strategy", "num_stages", "seed", "step", "layer", "depth", "bin_left", "bin_right", "count"]

@@ -7,11 +7,13 @@ and refines the beliefs with large-kernel convolutions, so the receptive field g
 stage and later stages learn spatial context between parts.
 
 Preset ``"paper"`` reproduces the official LSP release (368x368 input, 6 stages, 14 parts +
-background, 31,219,866 parameters); ``"small"`` and ``"tiny"`` keep the structure with fewer
-channels and smaller kernels for CPU training.
+background, 31,219,866 parameters) with its training conventions: Gaussian std-0.01 init, dropout
+in stage 1 and the Caffe input (BGR, x/256 - 0.5); ``"small"`` and ``"tiny"`` keep the structure
+with fewer channels and smaller kernels for CPU training, He init and RGB input in [0, 1].
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -38,12 +40,32 @@ class Block:
     inputs: tuple[str, ...]
 
 
+#: Weight initialisations (``CPMConfig.init``).
+INITS = ("he", "gaussian")
+#: What the first convolution sees (``CPMConfig.input_convention``).
+INPUT_CONVENTIONS = ("rgb", "caffe")
+
+
 @dataclass(frozen=True)
 class CPMConfig:
     """Architecture and target geometry of a CPM; see ``PRESETS`` for named values.
 
     Channel counts are output channels; kernels are square and odd ("same" padding). The output
     stride is fixed at 8 by three 3x3/2 max-pools.
+
+    Conventions of the official release, off by default (the defaults are also what a checkpoint
+    saved before these fields existed gets from ``from_dict``); preset ``"paper"`` turns them on:
+
+    * ``init``: ``"he"`` = He-normal weights for the ReLU convs and N(0, ``init_std``) for each
+      stage's last (belief) 1x1 conv; ``"gaussian"`` = N(0, ``init_std``) for EVERY conv weight
+      (the official ``weight_filler gaussian std 0.01``). Conv biases start at 0 either way.
+    * ``dropout``: probability of an ``nn.Dropout`` after the ReLU of stage 1's
+      ``stage1_kernel`` conv and of its 1x1 conv (both ``stage1_channels`` wide), active in train
+      mode only (official: 0.5). At 0 no module is inserted, so state-dict keys are unchanged.
+    * ``input_convention``: callers always pass RGB images in [0, 1]. ``"rgb"`` feeds them to
+      the first conv unchanged; ``"caffe"`` feeds what the official code feeds its network:
+      channels in BGR order and pixel value v in 0..255 as v/256 - 0.5, i.e. x * 255/256 - 0.5
+      (grey 0.5, the official padding colour, maps to -1/512, about 0). See ``CPM.network_input``.
     """
 
     name: str = "paper"
@@ -62,6 +84,10 @@ class CPMConfig:
     stage_kernel: int = 11
     stage_convs: int = 3
     batch_norm: bool = False
+    init: str = "he"                # see the class docstring
+    init_std: float = 0.01          # std of the N(0, std) weight init
+    dropout: float = 0.0            # stage-1 dropout probability (0 = no module)
+    input_convention: str = "rgb"   # "rgb" or "caffe" (BGR, x * 255/256 - 0.5)
 
     stride = 8  # three 3x3/2 max-pools with Caffe's ceil rounding
 
@@ -73,6 +99,14 @@ class CPMConfig:
         for f in ("trunk_kernel", "feature_kernel", "stage1_kernel", "stage_kernel"):
             if getattr(self, f) % 2 == 0:
                 raise ValueError(f"{f} must be odd for 'same' padding, got {getattr(self, f)}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if not (math.isfinite(self.init_std) and self.init_std > 0):
+            raise ValueError(f"init_std must be a positive number, got {self.init_std!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
+        if self.input_convention not in INPUT_CONVENTIONS:
+            raise ValueError(f"input_convention must be one of {INPUT_CONVENTIONS}, got {self.input_convention!r}")
         self.codec  # validates input_size against the stride
 
     @property
@@ -86,12 +120,13 @@ class CPMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CPMConfig":
+        """The config saved by ``to_dict``; fields it lacks (an older checkpoint) get their defaults."""
         return cls(**check_fields(cls, d))
 
 
 #: Named presets. "paper" is the official LSP model; the others keep its structure.
 PRESETS: dict[str, CPMConfig] = {
-    "paper": CPMConfig(),
+    "paper": CPMConfig(init="gaussian", dropout=0.5, input_convention="caffe"),
     "small": CPMConfig(name="small", input_size=256, sigma=6.0, center_sigma=16.0,
                        trunk_channels=64, trunk_kernel=5, feature_channels=32, feature_kernel=3,
                        stage1_channels=256, stage1_kernel=5, stage_channels=64, stage_kernel=7),
@@ -106,12 +141,15 @@ PRESETS: dict[str, CPMConfig] = {
 }
 
 
-def _conv(cin: int, cout: int, k: int, bn: bool, relu: bool = True) -> list[nn.Module]:
+def _conv(cin: int, cout: int, k: int, bn: bool, relu: bool = True, dropout: float = 0.0) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
     if relu:
         layers.append(nn.ReLU(inplace=True))
+    if dropout > 0:
+        # not in place: the in-place ReLU's backward needs its output unchanged
+        layers.append(nn.Dropout(dropout))
     return layers
 
 
@@ -132,22 +170,24 @@ def _trunk(c: CPMConfig) -> list[nn.Module]:
 class CPM(nn.Module):
     """A Convolutional Pose Machine.
 
-    ``forward(images, center_maps=None, num_stages=None)`` takes images (N, 3, H, W) and optional
-    centre maps (N, 1, H, W) at input resolution (a Gaussian on the image centre when omitted) and
-    returns a list of belief tensors, one per stage run, each (N, P + 1, H // 8, W // 8),
-    background last. Stage t of the list is ``beliefs[t - 1]``. ``wiring()`` describes the dataflow.
+    ``forward(images, center_maps=None, num_stages=None)`` takes RGB images (N, 3, H, W) in [0, 1]
+    (``network_input`` applies the config's ``input_convention``) and optional centre maps
+    (N, 1, H, W) at input resolution (a Gaussian on the image centre when omitted) and returns a
+    list of belief tensors, one per stage run, each (N, P + 1, H // 8, W // 8), background last.
+    Stage t of the list is ``beliefs[t - 1]``. ``wiring()`` describes the dataflow. ``config``
+    defaults to ``PRESETS["paper"]``.
     """
 
     def __init__(self, config: CPMConfig | None = None):
         super().__init__()
-        c = self.config = config or CPMConfig()
+        c = self.config = config or PRESETS["paper"]
         out = c.num_parts + 1
         # Stage 1: image -> beliefs through its own network.
         self.stage1 = nn.Sequential(
             *_trunk(c),
             *_conv(c.trunk_channels, c.feature_channels, c.feature_kernel, c.batch_norm),
-            *_conv(c.feature_channels, c.stage1_channels, c.stage1_kernel, c.batch_norm),
-            *_conv(c.stage1_channels, c.stage1_channels, 1, c.batch_norm),
+            *_conv(c.feature_channels, c.stage1_channels, c.stage1_kernel, c.batch_norm, dropout=c.dropout),
+            *_conv(c.stage1_channels, c.stage1_channels, 1, c.batch_norm, dropout=c.dropout),
             *_conv(c.stage1_channels, out, 1, False, relu=False),
         )
         # Shared trunk x' for stages >= 2, and one feature layer + refinement head per stage.
@@ -171,14 +211,17 @@ class CPM(nn.Module):
         return nn.Sequential(*layers)
 
     def _init_weights(self):
-        # He-normal for the ReLU convs; each stage's belief layer starts small (std 0.01, as the
-        # official Caffe prototxt initialises every layer). A plain std-0.01 init everywhere
-        # would shrink activations ~100x per layer and leave deep stages with dead outputs.
+        # "he": He-normal for the ReLU convs; each stage's belief layer starts small (std 0.01 by
+        # default, as the official Caffe prototxt initialises every layer). "gaussian" is that
+        # official init everywhere: activations shrink layer by layer (most at the 1x1 convs), so
+        # at 368 px the image-dependent part of the beliefs starts ~100x below the targets' and
+        # the first SGD steps mainly fit the biases.
+        c = self.config
         heads = {id(seq[-1]) for seq in [self.stage1, *self.stages]}
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                if id(m) in heads:
-                    nn.init.normal_(m.weight, std=0.01)
+                if c.init == "gaussian" or id(m) in heads:
+                    nn.init.normal_(m.weight, std=c.init_std)
                 else:
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
@@ -232,12 +275,20 @@ class CPM(nn.Module):
         elif center_maps.shape != (n, 1, h, w):
             raise ValueError(f"center_maps must have shape (N, 1, H, W) = {(n, 1, h, w)}; "
                              f"got {tuple(center_maps.shape)}")
-        values = {"image": images, "center_map": center_maps}
+        values = {"image": self.network_input(images), "center_map": center_maps}
         blocks = self.wiring(num_stages)
         for b in blocks:
             x = values[b.inputs[0]] if len(b.inputs) == 1 else torch.cat([values[i] for i in b.inputs], dim=1)
             values[b.name] = b.module(x)
         return [values[b.name] for b in blocks if b.name.startswith("beliefs")]
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the first convolutions see, (N, 3, H, W), from RGB ``images`` (N, 3, H, W) in [0, 1]:
+        the images themselves (``input_convention="rgb"``), or for ``"caffe"`` the official
+        release's input: BGR channel order, values x * 255/256 - 0.5 (v/256 - 0.5 for v = 255 x)."""
+        if self.config.input_convention == "caffe":
+            return images.flip(1) * (255 / 256) - 0.5
+        return images
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
         """The modules owned by ``stage`` (1-based), read from ``wiring``: stage 1's network, or

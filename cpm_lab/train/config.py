@@ -5,12 +5,18 @@ the default budgets of each model preset and optimiser.
 weight decay 5e-4, ``schedule="step"``: x ``lr_gamma`` = 0.333 every ``lr_step`` steps) and Adam
 (lr 1e-3, or the preset's lr in ``PRESET_DEFAULTS``, e.g. 5e-3 for tiny; no weight decay; cosine
 decay to 1 %) for the small presets.
+
+The ``paper`` preset also follows the official release's per-layer solver settings (Caffe
+``lr_mult`` / ``decay_mult``): stage 1's weights learn at 5x the base lr, every bias at 2x its
+layer's weight lr without weight decay, and the loss is Caffe's EuclideanLoss (sum / 2N).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from ..utils import check_fields
+from .loss import LOSS_SCALES
 from .phases import STRATEGIES
 
 OPTIMIZERS = ("auto", "adam", "sgd")
@@ -26,13 +32,14 @@ OPTIMIZER_DEFAULTS = {
 #: tuned on a 2-core CPU (3000 steps: 4 min 08 s for ``cpm-lab train`` on the idle machine):
 #: held-out final-stage PCK@0.2 0.915 on ``synthetic`` (standard), stage 3 about 34 PCK@0.1 points
 #: above stage 1 (lr 3e-3 gave 0.89; 2400 steps at 3e-3, 0.88). "small" is an untuned guess.
-#: "paper" follows the official solver (batch 16, SGD lr 8e-5, x0.333 decay) at a reduced length.
+#: "paper" follows the official solver (batch 16, SGD lr 8e-5, x0.333 decay) at a reduced length,
+#: with its loss (Caffe EuclideanLoss) and lr multipliers (stage-1 weights x5, biases x2, no decay).
 PRESET_DEFAULTS: dict[str, dict] = {
     "tiny": dict(steps=3000, batch_size=8, lr=5e-3, cpu_channels_last=True),
     "small": dict(steps=3000, batch_size=16),
-    "paper": dict(steps=100_000, batch_size=16, optimizer="sgd", lr_step=33_000),
+    "paper": dict(steps=100_000, batch_size=16, optimizer="sgd", lr_step=33_000, loss_scale="caffe",
+                  stage1_lr_mult=5.0, bias_lr_mult=2.0, bias_decay=False),
 }
-
 
 
 @dataclass
@@ -46,12 +53,21 @@ class TrainConfig:
         intermediate_supervision: loss on every stage (True, paper) or on the final stage only.
             ``strategy="no_intermediate"`` forces False.
         stage_weights: per-stage loss weights lambda_t (length = num stages); None = all 1.
+        loss_scale: normalisation of each stage's summed squared error (``loss.stage_losses``):
+            "mean" = / N (N = batch size), "caffe" = / 2N (the official Caffe EuclideanLoss).
         finetune_fraction: share of ``steps`` given to end-to-end fine-tuning in
             ``stagewise_finetune``.
         optimizer: "auto" (sgd for the paper preset, adam otherwise), "adam" or "sgd".
         lr, weight_decay, schedule: None/"auto" = the optimiser's default (``OPTIMIZER_DEFAULTS``);
             for Adam, a preset's own lr in ``PRESET_DEFAULTS`` (tiny: 5e-3) takes precedence.
         momentum: SGD momentum (paper: 0.9).
+        stage1_lr_mult: learning-rate multiplier of the weights of stage 1's modules
+            (``CPM.stage_modules(1)``); other weights learn at the scheduled lr (paper: 5).
+        bias_lr_mult: a bias's lr is its layer's weight lr times this (paper: 2, so stage-1
+            biases learn at 10x). "Bias" means every parameter named ``bias`` (BatchNorm's too).
+        bias_decay: apply ``weight_decay`` to biases too (paper: False).
+            The multipliers become optimiser param groups, each with an ``lr_mult``; with all
+            multipliers 1 and ``bias_decay=True`` there is one group, as without them.
         lr_step: decay period in steps of the "step" schedule; None = a third of the phase.
         lr_gamma: decay factor of the "step" schedule (paper: 0.333).
         warmup_steps: linear warm-up at the start of each phase.
@@ -78,10 +94,14 @@ class TrainConfig:
     strategy: str = "end_to_end"
     intermediate_supervision: bool = True
     stage_weights: tuple[float, ...] | None = None
+    loss_scale: str = "mean"
     finetune_fraction: float = 0.5
     optimizer: str = "auto"
     lr: float | None = None
     momentum: float = 0.9
+    stage1_lr_mult: float = 1.0
+    bias_lr_mult: float = 1.0
+    bias_decay: bool = True
     weight_decay: float | None = None
     schedule: str = "auto"
     lr_step: int | None = None
@@ -113,6 +133,12 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+        if self.loss_scale not in LOSS_SCALES:
+            raise ValueError(f"unknown loss_scale {self.loss_scale!r}; choose one of {LOSS_SCALES}")
+        for name in ("stage1_lr_mult", "bias_lr_mult"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
         if self.amp_dtype not in ("auto", "bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be 'auto', 'bfloat16' or 'float16', got {self.amp_dtype!r}")
         if not 0.0 <= self.finetune_fraction < 1.0:

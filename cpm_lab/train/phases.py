@@ -14,6 +14,8 @@ All four strategies spend the SAME total ``steps``:
 
 Each phase gets a fresh optimiser and its own learning-rate schedule over its own steps; the
 learning rate is a pure function of the step (``phase_lr``), so restoring the step restores it.
+``param_groups`` splits a phase's trainable parameters by learning-rate multiplier and weight
+decay (the official release's per-layer ``lr_mult`` / ``decay_mult``).
 """
 from __future__ import annotations
 
@@ -99,6 +101,28 @@ def freeze_for(model, phase: Phase) -> list[nn.Parameter]:
                     seen.add(id(p))
                     trainable.append(p)
     return trainable
+
+
+def param_groups(model, params: list[nn.Parameter], weight_decay: float, *, stage1_lr_mult: float = 1.0,
+                 bias_lr_mult: float = 1.0, bias_decay: bool = True) -> list[dict]:
+    """Optimiser param groups of ``params`` (a phase's trainable parameters of ``model``).
+
+    A weight of stage 1 (``model.stage_modules(1)``) has lr multiplier ``stage1_lr_mult``, any
+    other weight 1; a bias (a parameter named ``bias``) has its layer's multiplier times
+    ``bias_lr_mult`` and weight decay 0 unless ``bias_decay``. Returns one dict per distinct
+    (multiplier, decay), in order of first appearance, with keys ``params``, ``lr_mult`` and
+    ``weight_decay``; the trainer sets each group's lr to the scheduled lr x ``lr_mult``.
+    """
+    stage1 = {id(p) for m in model.stage_modules(1) for p in m.parameters()}
+    biases = {id(p) for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "bias"}
+    groups: dict[tuple[float, float], dict] = {}
+    for p in params:
+        bias = id(p) in biases
+        mult = (stage1_lr_mult if id(p) in stage1 else 1.0) * (bias_lr_mult if bias else 1.0)
+        decay = 0.0 if bias and not bias_decay else weight_decay
+        group = groups.setdefault((mult, decay), {"params": [], "lr_mult": mult, "weight_decay": decay})
+        group["params"].append(p)
+    return list(groups.values())
 
 
 def set_stage_modes(model, phase: Phase) -> None:

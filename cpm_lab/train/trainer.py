@@ -21,14 +21,14 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..callbacks import Callback
-from ..models.cpm import CPM
+from ..models.cpm import CPM, CPMConfig
 from ..targets import encode
 from ..utils import resolve_device, seed_everything
 from .checkpoint import CHECKPOINT_FORMAT, check_compatible, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import OPTIMIZER_DEFAULTS, PRESET_DEFAULTS, TrainConfig
 from .distributed import ResumableSampler, broadcast_flag, dist_info, mean_over_ranks
 from .loss import cpm_loss
-from .phases import freeze_for, phase_lr, plan_phases, set_stage_modes
+from .phases import freeze_for, param_groups, phase_lr, plan_phases, set_stage_modes
 
 
 class TrainingDiverged(RuntimeError):
@@ -155,14 +155,19 @@ class Trainer:
     def _enter_phase(self, index: int) -> None:
         """Freeze/unfreeze stages, build the phase's optimiser and (if distributed) DDP wrapper.
 
-        DDP is built per phase, after freezing, so its gradient hooks sit on exactly the
-        parameters the phase trains."""
+        The optimiser's param groups (``phases.param_groups``) hold only the phase's trainable
+        parameters, split by the config's lr multipliers and bias decay; each group's lr is the
+        scheduled lr x its ``lr_mult``. DDP is built per phase, after freezing, so its gradient
+        hooks sit on exactly the parameters the phase trains."""
+        c = self.config
         trainable = freeze_for(self.model, self.phases[index])
+        groups = param_groups(self.model, trainable, self.weight_decay, stage1_lr_mult=c.stage1_lr_mult,
+                              bias_lr_mult=c.bias_lr_mult, bias_decay=c.bias_decay)
         if self.opt_name == "sgd":
-            self.optimizer = torch.optim.SGD(trainable, lr=self.base_lr, momentum=self.config.momentum,
+            self.optimizer = torch.optim.SGD(groups, lr=self.base_lr, momentum=c.momentum,
                                              weight_decay=self.weight_decay)
         else:
-            self.optimizer = torch.optim.Adam(trainable, lr=self.base_lr, weight_decay=self.weight_decay)
+            self.optimizer = torch.optim.Adam(groups, lr=self.base_lr, weight_decay=self.weight_decay)
         net: nn.Module = self.model
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -239,7 +244,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             beliefs = self._net(images, cmaps, num_stages=ph.run_stages)
         lam = c.stage_weights or (1.0,) * mc.num_stages
-        loss, per_stage = cpm_loss(beliefs, targets, weights, lam[:ph.run_stages], ph.intermediate_supervision)
+        loss, per_stage = cpm_loss(beliefs, targets, weights, lam[:ph.run_stages], ph.intermediate_supervision,
+                                   scale=c.loss_scale)
 
         # every rank must see the same values to stop together
         logged = mean_over_ranks(torch.cat([loss.detach().reshape(1), per_stage.detach()])).cpu().tolist()
@@ -253,7 +259,7 @@ class Trainer:
 
         lr = self.lr_at(step)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_mult"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.scaler.is_enabled():
@@ -337,7 +343,9 @@ class Trainer:
         """Restore model, optimiser, scaler, RNG states, step and history from ``path``."""
         path = os.fspath(path)
         ckpt = read_checkpoint(path, map_location=self.device)
-        check_compatible(ckpt["model_config"], self.model.config, f"checkpoint {path!r}")
+        # through from_dict, so a checkpoint older than a CPMConfig field compares with its default
+        saved_model = CPMConfig.from_dict(ckpt["model_config"]).to_dict()
+        check_compatible(saved_model, self.model.config, f"checkpoint {path!r}")
         saved = ckpt["train_config"]
         for key in ("steps", "strategy", "finetune_fraction", "batch_size", "seed"):
             mine = getattr(self.config, key)
@@ -412,7 +420,10 @@ class Trainer:
         if self.step < self.config.steps:
             self._enter_phase(self.phase_at(self.step + 1))
             if state["optimizer"] is not None and state.get("phase") == self.phases[self._phase_index].name:
+                mults = [g["lr_mult"] for g in self.optimizer.param_groups]
                 self.optimizer.load_state_dict(state["optimizer"])
+                for g, mult in zip(self.optimizer.param_groups, mults):  # the config's, also for old checkpoints
+                    g["lr_mult"] = mult
         if state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"], self.device)

@@ -19,6 +19,7 @@ from matplotlib.patches import Rectangle
 
 from .. import skeleton
 from ..inference import Prediction, predict
+from ..targets import labelled_mask
 from ._panel import FigurePanel
 from .pose import draw_skeleton, overlay_beliefs, part_label, to_numpy
 
@@ -158,7 +159,7 @@ class BeliefExplorer(FigurePanel):
     def _draw_stage_panel(self, ax, decoded: np.ndarray, truth: np.ndarray, parts) -> None:
         """Per-stage error of the shown part(s) against the ground truth, in input pixels."""
         stages = np.arange(1, len(decoded) + 1)
-        vis = truth[:, 2] > 0
+        vis = labelled_mask(truth)
         shown = [p for p in parts if vis[p]]
         if shown:
             err = np.linalg.norm(decoded[:, shown, :2] - truth[None, shown, :2], axis=-1)

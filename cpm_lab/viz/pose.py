@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import skeleton
+from ..targets import labelled_mask
 from ..utils import to_numpy
 
 
@@ -31,7 +32,7 @@ def draw_skeleton(ax, keypoints, *, limbs=skeleton.LIMBS, colors=skeleton.LIMB_C
     Person's right limbs are red, left limbs blue, centre green (``skeleton.LIMB_COLORS``).
     """
     kp = to_numpy(keypoints)
-    vis = kp[:, 2] > 0
+    vis = labelled_mask(kp)
     for (a, b), colour in zip(limbs, colors):
         if a < len(kp) and b < len(kp) and vis[a] and vis[b]:
             ax.plot(kp[[a, b], 0], kp[[a, b], 1], linestyle, color=colour, lw=linewidth,
@@ -41,8 +42,12 @@ def draw_skeleton(ax, keypoints, *, limbs=skeleton.LIMBS, colors=skeleton.LIMB_C
 
 
 def show_pose(ax, image, keypoints=None, prediction=None, title: str | None = None):
-    """Image with ground truth (solid) and optionally a prediction (dashed) skeleton."""
-    ax.imshow(image_hwc(image))
+    """Image with ground truth (solid) and optionally a prediction (dashed) skeleton; the view
+    stays on the image (labelled joints outside it are not drawn into view)."""
+    img = image_hwc(image)
+    ax.imshow(img)
+    ax.set_xlim(-0.5, img.shape[1] - 0.5)
+    ax.set_ylim(img.shape[0] - 0.5, -0.5)
     if keypoints is not None:
         draw_skeleton(ax, keypoints)
     if prediction is not None:

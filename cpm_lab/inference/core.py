@@ -1,19 +1,10 @@
-"""The one door from images to beliefs and keypoints.
+"""Batched prediction at the model's input size: ``load_model``, ``predict``, ``predict_dataset``,
+``evaluate`` (see the package docstring).
 
-::
-
-    from cpm_lab.inference import evaluate, load_model, predict
-
-    model = load_model("tiny-synthetic")                 # a shipped model, or a checkpoint path
-    out = predict(model, images)                         # images (N, 3, H, W) in [0, 1]
-    out.beliefs[-1]                                      # last stage, (N, P + 1, H/8, W/8)
-    out.keypoints[-1]                                    # last stage, (N, P, 3): x, y px, peak belief
-    table = evaluate(model, dataset)                     # tidy per-stage, per-part PCK / AUC / EPE
-
-Everything that runs a model on images goes through here: the metrics of a dataset, the
-trainer's evaluation, both explorers, the CLI and every notebook. A model is a ``CPM`` or any
-object that, like the classical ``PoseMachine``, has a ``codec`` and maps ``(images,
-center_maps)`` to a list of per-stage beliefs.
+``predict`` runs a model on images (N, 3, H, W) whose person is already framed (a crop, or a
+synthetic image); ``evaluate`` scores a dataset's own person crops, which for the real-data
+loaders come from the ground-truth joints: the oracle "gt-crop" protocol. The official test on
+whole images is ``cpm_lab.inference.protocol``.
 
 The centre map tells a CPM which person to look at. Where no person centre is given it is
 a Gaussian on the image centre (``targets.default_centers``), the one default of the package.
@@ -30,11 +21,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from . import skeleton
-from .assets import SHIPPED_MODELS, asset
-from .metrics import keypoint_metrics
-from .targets import CodecConfig, center_map, decode, default_centers
-from .utils import resolve_device
+from .. import skeleton
+from ..assets import SHIPPED_MODELS, asset
+from ..metrics import keypoint_metrics
+from ..targets import CodecConfig, center_map, decode, default_centers
+from ..utils import resolve_device
 
 
 @dataclass
@@ -61,8 +52,8 @@ class Prediction:
 def load_model(path_or_name: str | os.PathLike, device: str | torch.device | None = "auto"):
     """A CPM from a checkpoint file, or a shipped model by name (``SHIPPED_MODELS``: e.g.
     ``"tiny-synthetic"``), rebuilt from the config it stores, on ``device``, in eval mode."""
-    from .models.cpm import CPM, CPMConfig
-    from .train.checkpoint import read_checkpoint
+    from ..models.cpm import CPM, CPMConfig
+    from ..train.checkpoint import read_checkpoint
 
     name = os.fspath(path_or_name)
     path = asset(SHIPPED_MODELS[name]) if name in SHIPPED_MODELS else name
@@ -258,10 +249,11 @@ def predict_dataset(model, dataset, *, batch_size: int = 32, device: str | torch
 def evaluate(model, dataset, batch_size: int = 32, device: str | torch.device | None = "auto",
              flip: bool = False, scales: Sequence[float] | None = None,
              thresholds: Sequence[float] = (0.1, 0.2), normalize: str = "torso", auc_max: float | None = 0.5,
-             num_workers: int = 0, amp: bool = False, progress: bool = False):
-    """Run ``model`` over ``dataset`` (``predict_dataset``) and return the tidy metrics table of
-    every stage (``metrics.keypoint_metrics``: columns stage, part, metric, normalize, threshold,
-    value, count)."""
+             num_workers: int = 0, amp: bool = False, progress: bool = False, joints: str = "labelled"):
+    """Run ``model`` over ``dataset`` (``predict_dataset``, on the dataset's own images: for
+    person crops made from the ground-truth joints that is an oracle box; the official LSP test
+    locates the person from the image alone) and return the tidy metrics table of every stage
+    (``metrics.keypoint_metrics``, scoring the ``joints`` set)."""
     out = predict_dataset(model, dataset, batch_size=batch_size, device=device, flip=flip, scales=scales,
                           amp=amp, num_workers=num_workers, progress=progress)
-    return keypoint_metrics(out.keypoints, out.truth, thresholds, normalize, auc_max=auc_max)
+    return keypoint_metrics(out.keypoints, out.truth, thresholds, normalize, auc_max=auc_max, joints=joints)
