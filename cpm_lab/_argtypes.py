@@ -24,6 +24,21 @@ positive_int = _int_at_least(1, "a positive integer")
 nonneg_int = _int_at_least(0, "an integer >= 0")
 
 
+def key_value(text: str) -> tuple[str, object]:
+    """``"name=value"`` -> (name, value); the value is read as JSON (numbers, true/false, null,
+    quoted strings) and otherwise kept as a string."""
+    import json
+
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip() or not raw.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. trunk_channels=32; got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw.strip()
+    return name.strip(), value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     try:

@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from .._argtypes import nonneg_int, positive_float, positive_int
+from .._argtypes import key_value, nonneg_int, positive_float, positive_int
 from . import CLIError, command, ensure_writable_dir, format_pck_table, is_main_process
 
 
@@ -21,6 +21,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     from ..train import STRATEGIES
 
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
+    p.add_argument("--model", type=key_value, action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a CPMConfig field of the preset, e.g. --model input_size=160 --model "
+                        "num_stages=4 (repeatable; recorded in config.json and the checkpoint)")
     p.add_argument("--data", default="synthetic", help="dataset spec, e.g. synthetic or synthetic:hard")
     p.add_argument("--out", required=True, help="output directory (created if needed)")
     p.add_argument("--steps", type=positive_int, help="optimiser steps (default: the preset's budget)")
@@ -95,7 +98,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.stop_at is not None and args.stop_at > config.steps:
         raise CLIError(f"--stop-at {args.stop_at} is beyond --steps {config.steps}")
     seed_everything(args.seed)
-    model = CPM.from_preset(args.preset)
+    model = CPM.from_preset(args.preset, **dict(args.model))
     size = model.config.input_size
     train_set = make_dataset(args.data, size, split="train", seed=args.seed, cache=cache)
     eval_set = make_dataset(args.data, size, split="test", seed=args.seed, length=args.eval_size,

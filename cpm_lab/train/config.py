@@ -30,8 +30,9 @@ OPTIMIZER_DEFAULTS = {
 
 #: Default budget per model preset (used by ``TrainConfig.for_preset`` and the CLI). "tiny" was
 #: tuned on a 2-core CPU (3000 steps: 4 min 08 s for ``cpm-lab train`` on the idle machine):
-#: held-out final-stage PCK@0.2 0.915 on ``synthetic`` (standard), stage 3 about 34 PCK@0.1 points
-#: above stage 1 (lr 3e-3 gave 0.89; 2400 steps at 3e-3, 0.88). "small" is an untuned guess.
+#: held-out final-stage PCK@0.2 0.915 on ``synthetic`` (standard, visible joints, 2026-11-25;
+#: 0.887 over all labelled joints with the three-state flags of 2026-12-03), stage 3 about 34 PCK@0.1
+#: points above stage 1 (lr 3e-3 gave 0.89; 2400 steps at 3e-3, 0.88). "small" is an untuned guess.
 #: "paper" follows the official solver (batch 16, SGD lr 8e-5, x0.333 decay) at a reduced length,
 #: with its loss (Caffe EuclideanLoss) and lr multipliers (stage-1 weights x5, biases x2, no decay).
 PRESET_DEFAULTS: dict[str, dict] = {
