@@ -1,4 +1,4 @@
-"""Small shared helpers: device selection, seeding, arrays to numpy."""
+"""Small shared helpers: device selection, seeding, arrays to numpy, notes on exceptions."""
 from __future__ import annotations
 
 import dataclasses
@@ -51,3 +51,12 @@ def to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=np.float32)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Attach ``note`` to ``exc`` (``BaseException.add_note`` on Python >= 3.11, the same
+    ``__notes__`` list before): shown under its traceback, and appended to the CLI's one line."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]

@@ -124,18 +124,30 @@ def test_stop_and_resume(tmp_path, capsys):
     args = ["train", "--data", "synthetic:easy", "--steps", 3, "--out", out, *FAST]
     code, stdout, err = run(capsys, *args, "--stop-at", 1)
     assert code == 0, err
-    assert "continue with --resume" in stdout
+    assert f"continue with: cpm-lab train --data synthetic:easy --steps 3 --out {out}" in stdout
+    assert stdout.rstrip().endswith("--resume")
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 1
     code, stdout, err = run(capsys, *args, "--resume")
     assert code == 0, err
     assert pd.read_csv(out / "history.csv")["step"].tolist() == [1, 2, 3]
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 3
-    # resuming with different settings is refused
-    code, _, err = run(capsys, "train", "--data", "synthetic:easy", "--steps", 5, "--out", out, *FAST, "--resume")
-    assert_one_line_error(code, err, "steps=3")
+    # resuming with settings that change the run is refused, before anything is written
+    before = (out / "config.json").read_bytes()
+    code, _, err = run(capsys, *args, "--resume", "--lr", "0.01")
+    assert_one_line_error(code, err, "--resume", "lr=0.005 (now 0.01)")
     # ... and so is switching augmentation on for a run trained without it
     code, _, err = run(capsys, *args, "--resume", "--augment")
     assert_one_line_error(code, err, "--resume", "augmentation off", "--no-augment")
+    assert (out / "config.json").read_bytes() == before
+    # more steps extend the run (the README's `--resume --steps N`), recorded in the settings history
+    code, stdout, err = run(capsys, "train", "--data", "synthetic:easy", "--out", out, *FAST, "--resume",
+                            "--steps", 4)
+    assert code == 0, err
+    assert "extending the run from 3 to 4 steps" in stdout
+    assert pd.read_csv(out / "history.csv")["step"].tolist() == [1, 2, 3, 4]
+    history = json.loads((out / "config.json").read_text())["history"]
+    assert [h["event"] for h in history] == ["start", "resume", "resume"]
+    assert history[-1]["from_step"] == 3 and history[-1]["changes"] == {"steps": [3, 4]}
 
 
 def test_lspet_test_split_falling_back_to_val_images_says_so(lspet_dir):

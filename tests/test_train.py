@@ -368,8 +368,10 @@ def test_checkpoint_contents_load_model_and_mismatch(tmp_path):
     wider = toy_model(trunk_channels=8)
     with pytest.raises(ValueError, match="trunk_channels"):
         Trainer(wider, toy_data(), cfg(steps=2)).fit(resume=path)
-    with pytest.raises(ValueError, match="steps=2"):
-        Trainer(toy_model(), toy_data(), cfg(steps=3)).fit(resume=path)
+    with pytest.raises(ValueError, match=r"batch_size=2 \(now 4\); lr=0.001 \(now 0.002\)"):  # every one named
+        Trainer(toy_model(), toy_data(), cfg(steps=2, batch_size=4, lr=2e-3)).fit(resume=path)
+    with pytest.raises(ValueError, match="cannot be shortened"):  # more steps extend the run; fewer are refused
+        Trainer(toy_model(), toy_data(), cfg(steps=1)).fit(resume=path)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_model(tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -8,6 +8,7 @@ Commands::
     cpm-lab eval  --mean-pose --data lspet --split val [--out baseline.csv]
     cpm-lab eval  --checkpoint CKPT --data lsp --split test [--protocol lsp|gt-crop] [--joints labelled|visible]
     cpm-lab score --predictions LSP_prediction_model_LSP_6s.mat --data lsp --split test [--out score.csv]
+    cpm-lab validate --data lspet                        (every unreadable image and invalid annotation)
     cpm-lab ablate [--quick] [--out data/results] ...   (cpm_lab.cli.ablate, running cpm_lab.experiments)
     cpm-lab demo  [--out runs/demo]                      (cpm_lab.demo)
 
@@ -30,17 +31,27 @@ Distributed: ``torchrun --nproc_per_node=N -m cpm_lab.cli train ...`` trains wit
 GPUs, gloo on CPU); ``--batch-size`` is the GLOBAL batch, split evenly over the N processes; only
 rank 0 writes files and prints.
 
-Each command lives in its own module of this package (``train``, ``evaluate``, ``ablate``).
-Adding a command: write ``add_arguments(parser)`` and ``run(args) -> int`` in a module, decorate
-``run`` with ``@command("name", "one-line help", add_arguments)`` and import the module at the
-bottom of this file. Errors a user can cause should raise
-``CLIError`` / ``ValueError`` / ``FileNotFoundError``: ``main`` prints them as ONE line on stderr
-and exits with status 2 (never a traceback; set ``CPM_LAB_DEBUG=1`` to see one).
+Each command lives in its own module of this package (``train``, ``evaluate``, ``ablate``,
+``validate``). Adding a command: write ``add_arguments(parser)`` and ``run(args) -> int`` in a
+module, decorate ``run`` with ``@command("name", "one-line help", add_arguments)`` and import the
+module at the bottom of this file.
+
+Exit status and messages (``main``): every fault is ONE line on stderr, never a traceback (set
+``CPM_LAB_DEBUG=1`` to see one), with the notes an exception carries (e.g. what a stopped
+training kept and the command that resumes it) appended. A DataLoader worker's error is reported
+by its own message, not the worker's traceback. Status 2: errors a user (or the machine) can
+cause -- ``CLIError``, ``ValueError`` (bad data, bad checkpoints, refused resumes),
+``FileNotFoundError`` and the other path errors, ``files.DiskFull`` and a full disk,
+``files.FolderLocked``, ``train.TrainingDiverged``. Status 1: anything else, i.e. a bug (the
+message says so). 128 + N: stopped by signal N (130 for Ctrl-C; a training run saves its
+checkpoint first). 141: the reader of stdout went away (``| head``); nothing is printed.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -163,34 +174,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An exception's message and notes as one line. For an exception re-raised from a DataLoader
+    worker (whose message is the worker's whole traceback) only the original message is kept."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        found = list(re.finditer(rf"^(?:[\w.]+\.)?{re.escape(type(exc).__name__)}: ", text, re.M))
+        if found:
+            text = text[found[-1].end():]
+    parts = [" ".join(p.split()) for p in (text, *getattr(exc, "__notes__", ()))]
+    return "; ".join(p for p in parts if p) or type(exc).__name__
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """True for faults a user or the machine causes (exit 2), False for bugs (exit 1)."""
+    from ..files import DiskFull, FolderLocked
+
+    kinds = (CLIError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+             DiskFull, FolderLocked)
+    interrupt = sys.modules.get("cpm_lab.train.interrupt")  # imported by whatever raised TrainingDiverged
+    if interrupt is not None:
+        kinds += (interrupt.TrainingDiverged,)
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return isinstance(exc, kinds) or full
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``cpm-lab``; returns the exit status (0 ok, 2 user error, 1 unexpected error, 130 ^C)."""
+    """Run ``cpm-lab``; returns the exit status (see the module docstring)."""
     parser = build_parser()
     debug = bool(os.environ.get("CPM_LAB_DEBUG"))
     if not debug:  # warnings as one line each, like errors, not file:line plus a source line
         warnings.formatwarning = lambda message, category, *_, **__: f"{PROG}: warning: {message}\n"
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
         args = parser.parse_args(argv)
         if getattr(args, "_run", None) is None:
             raise CLIError(f"{PROG}: choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
-        return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        args._argv = argv
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handlers below, not at exit
+        return status
+    except BrokenPipeError:  # e.g. `cpm-lab eval ... | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 141
+    except KeyboardInterrupt as exc:
+        print(f"{PROG}: {_one_line(exc) if str(exc) else 'interrupted'}", file=sys.stderr)
+        return int(getattr(exc, "exit_status", 130))
+    except Exception as exc:
         if debug:
             raise
         msg = _one_line(exc)
-        print(msg if msg.startswith(PROG) else f"{PROG}: error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # unexpected: still one line unless debugging
-        if debug:
-            raise
-        print(f"{PROG}: error: {type(exc).__name__}: {_one_line(exc)} (set CPM_LAB_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        if _is_user_error(exc):
+            print(msg if msg.startswith(PROG) else f"{PROG}: error: {msg}", file=sys.stderr)
+            return 2
+        print(f"{PROG}: error: {type(exc).__name__}: {msg} (an internal error: please report it; set "
+              f"CPM_LAB_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
 
@@ -199,7 +237,8 @@ from . import ablate as _ablate  # noqa: E402,F401
 from . import evaluate as _evaluate  # noqa: E402,F401
 from . import score as _score  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
+from . import validate as _validate  # noqa: E402,F401
 
-_HELP_ORDER = ("train", "eval", "score", "demo", "ablate")
+_HELP_ORDER = ("train", "eval", "validate", "score", "demo", "ablate")
 for _name in sorted(COMMANDS, key=lambda n: _HELP_ORDER.index(n) if n in _HELP_ORDER else len(_HELP_ORDER)):
     COMMANDS[_name] = COMMANDS.pop(_name)

@@ -1,8 +1,13 @@
 """``cpm-lab ablate``: the paper's ablations (training strategies, number of stages, gradient
-flow), run by ``cpm_lab.experiments.run_ablation``."""
+flow), run by ``cpm_lab.experiments.run_ablation``.
+
+``--out`` (and ``--runs-dir`` when it lies elsewhere) is locked while the sweep runs
+(``files.output_lock``): a second sweep into the same folder is refused, naming the first one's
+PID. The runs' worker processes (``--jobs`` > 1) exit when this process dies."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -90,7 +95,8 @@ def _arguments(p) -> None:
 
 def _ablate(args) -> int:
     """Handler of ``cpm-lab ablate``: run the sweep, print the headline table; 1 if a run failed."""
-    from ..experiments import EXPERIMENTS, run_ablation, summary_markdown
+    from ..experiments import EXPERIMENTS, summary_markdown
+    from ..files import output_lock
 
     bad = [e for e in args.experiments if e not in EXPERIMENTS]
     if bad or not args.experiments:
@@ -101,16 +107,10 @@ def _ablate(args) -> int:
     else:  # called as main([...]) from Python
         command = "cpm-lab ablate " + " ".join(f"--{k.replace('_', '-')}={v}" for k, v in sorted(vars(args).items())
                                                if not k.startswith("_") and k != "command" and v not in (None, False))
-    result = run_ablation(args.out, preset=args.preset, data=args.data, strategies=args.strategies,
-                          stages=args.stages, seeds=args.seeds, steps=args.steps, quick=args.quick,
-                          batch_size=args.batch_size, strategy_stages=args.strategy_stages,
-                          experiments=args.experiments,
-                          eval_size=args.eval_size if args.eval_size is not None else "auto", device=args.device,
-                          resume=not args.no_resume, jobs=args.jobs, threads=args.threads, runs_dir=args.runs_dir,
-                          keep_checkpoints=not args.no_checkpoints, figures=not args.no_figures,
-                          progress=not args.no_progress, command=command,
-                          train_overrides={k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr))
-                                           if v is not None})
+    with contextlib.ExitStack() as locks:
+        for folder in _folders(args):
+            locks.enter_context(output_lock(folder, command=command))
+        result = _run(args, command)
     print(summary_markdown(result))
     print(f"wrote {result.out_dir}/pck.csv, gradients.csv, histograms.csv, runs.csv, summary.csv, summary.md, "
           f"MANIFEST.json" + (", " + ", ".join(os.path.basename(p) for p in result.figures.values())
@@ -121,6 +121,29 @@ def _ablate(args) -> int:
         print(f"cpm-lab: {len(failed)} run(s) failed: {details}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run(args, command: str):
+    """``run_ablation`` with the command line's settings."""
+    from ..experiments import run_ablation
+
+    return run_ablation(args.out, preset=args.preset, data=args.data, strategies=args.strategies,
+                        stages=args.stages, seeds=args.seeds, steps=args.steps, quick=args.quick,
+                        batch_size=args.batch_size, strategy_stages=args.strategy_stages,
+                        experiments=args.experiments,
+                        eval_size=args.eval_size if args.eval_size is not None else "auto", device=args.device,
+                        resume=not args.no_resume, jobs=args.jobs, threads=args.threads, runs_dir=args.runs_dir,
+                        keep_checkpoints=not args.no_checkpoints, figures=not args.no_figures,
+                        progress=not args.no_progress, command=command,
+                        train_overrides={k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr))
+                                         if v is not None})
+
+
+def _folders(args) -> list[str]:
+    """The folders a sweep writes: ``--out``, and ``--runs-dir`` unless it lies inside ``--out``."""
+    out = os.path.abspath(args.out)
+    runs = os.path.abspath(args.runs_dir) if args.runs_dir else None
+    return [out] + ([runs] if runs and os.path.commonpath([out, runs]) != out else [])
 
 
 command("ablate", CLI_HELP, _arguments)(_ablate)

@@ -75,6 +75,9 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="network inputs per forward pass (lsp: whole images of one input per scale)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="real data: open every image first and leave out unreadable images and invalid "
+                        "annotations, with a warning that counts them (default: a bad sample is an error)")
 
 
 def _protocol(args: argparse.Namespace) -> str:
@@ -127,7 +130,9 @@ def _eval(args: argparse.Namespace) -> int:
     print()
     print(format_part_table(table, title=heading))
     if args.out:
-        table.to_csv(args.out, index=False)
+        from ..files import write_csv
+
+        write_csv(args.out, table, float_format=None)
         print(f"wrote {args.out}")
     return 0
 
@@ -140,8 +145,8 @@ def _eval_mean_pose(args: argparse.Namespace, protocol: str, real: bool, size: i
     image_size = args.image_size or MEAN_POSE_IMAGE_SIZE  # lsp: crops are never decoded
     seed = args.seed or 0
     fit = args.fit_size if args.fit_size is not None else (None if real else FIT_SYNTHETIC_SIZE)
-    train_set = make_dataset(args.data, image_size, split="train", seed=seed, length=fit)
-    dataset = make_dataset(args.data, image_size, split=args.split, seed=seed, length=size)
+    train_set = make_dataset(args.data, image_size, split="train", seed=seed, length=fit, skip_bad=args.skip_bad)
+    dataset = make_dataset(args.data, image_size, split=args.split, seed=seed, length=size, skip_bad=args.skip_bad)
     if protocol == "lsp":
         baseline, frame = ImageMeanPose().fit(train_set), "in the image frame: centre and height"
         where = "original images"
@@ -156,23 +161,29 @@ def _eval_mean_pose(args: argparse.Namespace, protocol: str, real: bool, size: i
 
 def _eval_checkpoint(args: argparse.Namespace, protocol: str, real: bool, size: int | None):
     """(table, title) of a checkpoint under ``protocol``."""
-    from ..data.specs import make_dataset
+    from ..data.specs import dataset_parts, make_dataset
     from ..inference import evaluate_protocol, load_model
     from ..train import read_checkpoint
     from ..utils import resolve_device
 
     device = resolve_device(args.device)
     ckpt = read_checkpoint(args.checkpoint)
-    seed = args.seed if args.seed is not None else int(ckpt["train_config"].get("seed", 0))
+    seed = args.seed if args.seed is not None else int((ckpt.get("train_config") or {}).get("seed", 0))
     model = load_model(args.checkpoint, device=device)
-    dataset = make_dataset(args.data, model.config.input_size, split=args.split, seed=seed, length=size)
+    dataset = make_dataset(args.data, model.config.input_size, split=args.split, seed=seed, length=size,
+                           skip_bad=args.skip_bad)
+    parts = dataset_parts(dataset)
+    if parts != model.config.num_parts:
+        raise CLIError(f"{args.checkpoint}: the checkpoint predicts {model.config.num_parts} parts, the data "
+                       f"({args.data}) has {parts}")
     table = evaluate_protocol(model, dataset, protocol, normalize=args.normalize, joints=args.joints,
                               flip=args.flip, scales=args.scales, batch_size=args.batch_size, device=device,
                               progress=sys.stderr.isatty())
     extras = ", flip" if args.flip else ""
     extras += f", scales {args.scales}" if args.scales and protocol == "gt-crop" else ""
     where = "original images" if protocol == "lsp" else f"images{extras}"
-    title = (f"{args.checkpoint} (preset {model.config.name!r}, step {ckpt['step']}) "
+    unchecked = "; no integrity hash: saved by an older cpm_lab" if "weights_sha256" not in ckpt else ""
+    title = (f"{args.checkpoint} (preset {model.config.name!r}, step {ckpt.get('step', '?')}{unchecked}) "
              f"on {dataset.split_description}, {len(dataset)} {where}")
     return table, title
 

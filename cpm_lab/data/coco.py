@@ -25,7 +25,8 @@ import numpy as np
 
 from .. import skeleton
 from ..targets import MISSING, VISIBLE
-from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError, check_on_error
+from .annotations import annotation_problem, check_on_error
+from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError
 from .mpii import load_json_file
 
 
@@ -40,9 +41,6 @@ def _annotation_problem(ann: dict) -> str | None:
     if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
         return f"bbox must be [x, y, w, h] with w, h > 0; got {ann['bbox']!r}"
     k = k.reshape(17, 3)
-    nan = ~np.isfinite(k[:, :2]).all(-1) & (k[:, 2] > 0)
-    if nan.any():
-        return f"NaN/inf coordinates for labelled keypoint(s) {np.flatnonzero(nan).tolist()}"
     if not np.isfinite(k[:, 2]).all():
         return "NaN visibility flag"
     return None
@@ -82,11 +80,13 @@ class COCOKeypoints(PersonCrops):
         image_dir = Path(image_dir)
         if not image_dir.is_dir():
             raise FileNotFoundError(f"COCO image folder not found: {image_dir}")
-        files = {}
+        files, sizes = {}, {}
         for img in data["images"]:
             if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
                 raise PoseDataError(f"{annotation_json}: every image entry needs 'id' and 'file_name'; got {img!r}")
             files[img["id"]] = img["file_name"]
+            if all(isinstance(img.get(k), (int, float)) and img[k] > 0 for k in ("width", "height")):
+                sizes[img["id"]] = (img["width"], img["height"])  # lets the annotation checks run now
         cats = data.get("categories") or []
         person_ids = {c["id"] for c in cats if isinstance(c, dict) and c.get("keypoints")} or {1}
 
@@ -119,13 +119,17 @@ class COCOKeypoints(PersonCrops):
                 x, y, w, h = (float(v) for v in ann["bbox"])
                 c = np.array([x + w / 2 - 0.5, y + h / 2 - 0.5])  # bbox edges -> pixel centres
                 box = max(w, h) * box_pad
-            else:
+                why = annotation_problem(k, c, box, skeleton.COCO_JOINT_NAMES, sizes.get(ann.get("image_id")))
+            if why is not None:
                 problems[i] = why
             kps.append(k)
             centers.append(c)
             boxes.append(box)
             self.annotation_ids.append(ann.get("id"))
             self.image_ids.append(ann.get("image_id"))
+        if not paths:
+            raise PoseDataError(f"no annotations in {annotation_json}: no person with labelled keypoints "
+                                f"({self.num_unlabelled} without, {self.num_crowd} crowd region(s))")
         kp = np.array(kps, dtype=np.float64).reshape(-1, 17, 3)
         kp, self.joint_names, self.flip_index = skeleton.joint_set(kp, "coco", parts)
         self._setup(name=f"COCOKeypoints({Path(annotation_json).name})", paths=paths, keypoints=kp,

@@ -21,8 +21,9 @@ Pillow's area-aware resize (anti-aliased when shrinking large MPII/COCO photos) 
 draft decoding at reduced resolution when the crop shrinks the image by 2x or more.
 
 ``PersonCrops`` is the base dataset of the LSP, MPII and COCO loaders: it holds per-sample
-(image path, keypoints, centre, box) records, validates them, and returns samples in the same
-dict layout as ``SyntheticPoses``.
+(image path, keypoints, centre, box) records, validates them (``cpm_lab.data.annotations``; the
+checks that need the image's size run each time an image is opened), and returns samples in the
+same dict layout as ``SyntheticPoses``.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..targets import OCCLUDED, labelled_mask
+from ..targets import OCCLUDED
+from .annotations import annotation_problem
 from .synthetic import SCALE_UNIT_PX
 
 #: Default crop side as a multiple of the person box side.
@@ -45,6 +47,11 @@ DEFAULT_MARGIN = 1.5
 
 class PoseDataError(ValueError):
     """A dataset file is unusable: wrong shape, NaN coordinate, undecodable image, ..."""
+
+
+#: What every message about a bad sample suggests.
+SKIP_HINT = ("`cpm-lab validate --data SPEC` lists every bad sample; --skip-bad (on_error='skip' with "
+             "validate_images=True in Python) leaves them out")
 
 
 # ------------------------------------------------------------------------------------------
@@ -229,11 +236,12 @@ def crop_batch(batch: dict, out_size: int, margin: float = DEFAULT_MARGIN) -> di
 # ------------------------------------------------------------------------------------------
 # Single-image path for loaders (Pillow)
 # ------------------------------------------------------------------------------------------
-def open_image(path: str | os.PathLike, shrink: float = 1.0) -> tuple[Image.Image, float]:
-    """Open an image as RGB, letting JPEG decode at 1/2, 1/4 or 1/8 resolution when the caller
-    will shrink it by ``shrink`` >= 2 anyway. Returns (image, k) where original pixel-edge
-    coordinates are k times the returned image's (k = 1 when decoded at full size)."""
-    img = Image.open(path)
+def open_image(path: str | os.PathLike | Image.Image, shrink: float = 1.0) -> tuple[Image.Image, float]:
+    """Open (or finish opening: ``path`` may be a lazily opened ``PIL.Image``) an image as RGB,
+    letting JPEG decode at 1/2, 1/4 or 1/8 resolution when the caller will shrink it by ``shrink``
+    >= 2 anyway. Returns (image, k) where original pixel-edge coordinates are k times the
+    returned image's (k = 1 when decoded at full size)."""
+    img = path if isinstance(path, Image.Image) else Image.open(path)
     k = 1.0
     if shrink >= 2 and img.format in ("JPEG", "MPO"):
         w, h = img.size
@@ -247,9 +255,10 @@ def open_image(path: str | os.PathLike, shrink: float = 1.0) -> tuple[Image.Imag
     return img, k
 
 
-def crop_pil(path: str | os.PathLike, center, box: float, out_size: int,
+def crop_pil(path: str | os.PathLike | Image.Image, center, box: float, out_size: int,
              margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """Decode ``path`` and return the person-centred crop as uint8 (out_size, out_size, 3).
+    """Decode ``path`` (a file, or a lazily opened ``PIL.Image``) and return the person-centred
+    crop as uint8 (out_size, out_size, 3).
 
     Geometry is exactly ``crop_matrix(center, box, out_size, margin)``; outside the image is
     mid-grey (``GREY``, the official CPM padding). Raises whatever Pillow raises for a missing or
@@ -269,6 +278,19 @@ def crop_pil(path: str | os.PathLike, center, box: float, out_size: int,
     out = patch.resize((out_size, out_size), Image.Resampling.BILINEAR,
                        box=(x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0))
     return np.array(out, dtype=np.uint8)
+
+
+def _inspect(path: str, keypoints, center, box: float, joint_names) -> str | None:
+    """Why a sample's image cannot be used: its annotation does not fit the image
+    (``annotation_problem`` with the image's size) or the image does not decode; None if fine."""
+    try:
+        with Image.open(path) as img:
+            why = annotation_problem(keypoints, center, box, joint_names, img.size)
+            if why is None:
+                open_image(img, shrink=8.0)  # decodes every byte, at 1/8 size for a JPEG
+            return f"image {path}: {why}" if why else None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad image
+        return f"cannot decode image {path}: {type(exc).__name__}: {exc}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -291,14 +313,16 @@ class PersonCrops(torch.utils.data.Dataset):
     pixels) and ``crop_affine`` (3, 3, crop pixels from original pixels; invert it to map
     predictions back to the original image).
 
-    Error policy: annotation problems (wrong shapes, NaN coordinates of annotated joints, no
-    usable joints/box) and missing image files are found at construction. With
-    ``on_error="raise"`` (default) they raise ``PoseDataError`` / ``FileNotFoundError`` naming
-    the file and sample; with ``on_error="skip"`` those samples are dropped, a warning says how
-    many, and ``self.skipped`` / ``self.skipped_reasons`` record them. Images are decoded
-    lazily; an undecodable image raises ``PoseDataError`` naming file and index from
-    ``__getitem__`` (never a substitute sample). Pass ``validate_images=True`` to decode every
-    image at construction so corrupt ones are raised or skipped up front.
+    Error policy: annotation problems (wrong shapes, non-finite coordinates of labelled joints,
+    no usable joints, degenerate boxes: ``cpm_lab.data.annotations``) and missing image files are
+    found at construction. With ``on_error="raise"`` (default) they raise ``PoseDataError`` /
+    ``FileNotFoundError`` naming the file and sample; with ``on_error="skip"`` those samples are
+    dropped, a warning says how many, and ``self.skipped`` / ``self.skipped_reasons`` record them
+    (a dataset with no usable sample left is an error). Images are opened lazily; an undecodable
+    image, or an annotation that does not fit its image (a joint far outside it, a box many times
+    its size), raises ``PoseDataError`` naming file, sample and joint from ``__getitem__`` (never
+    a substitute sample). Pass ``validate_images=True`` to open and decode every image at
+    construction so those are raised or skipped up front.
 
     Cache: ``cache=True`` keeps each decoded crop as uint8 in a shared-memory tensor
     (``len * S * S * 3`` bytes, allocated lazily by the OS), filled on first access by the
@@ -325,13 +349,12 @@ class PersonCrops(torch.utils.data.Dataset):
                 problems[i] = f"image file not found: {p}"
         if validate_images:
             from tqdm.auto import tqdm
-            for i in tqdm(range(len(paths)), desc=f"{name}: checking images", leave=False):
+            for i in tqdm(range(len(paths)), desc=f"{name}: checking images", leave=False, disable=None):
                 if i in problems:
                     continue
-                try:
-                    open_image(paths[i], shrink=8.0)
-                except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad image
-                    problems[i] = f"cannot decode image {paths[i]}: {type(exc).__name__}: {exc}"
+                why = _inspect(paths[i], keypoints[i], centers[i], boxes[i], self.joint_names)
+                if why:
+                    problems[i] = why
         bad = sorted(problems)
         self.skipped = 0
         self.skipped_reasons: list[str] = []
@@ -341,8 +364,12 @@ class PersonCrops(torch.utils.data.Dataset):
                 missing = all(problems[i].startswith("image file not found") for i in bad)
                 more = ", the first 5" if len(bad) > 5 else ""
                 msg = (f"{name}: {len(bad)} unusable sample(s){more}:\n  " + "\n  ".join(reasons[:5])
-                       + "\nFix the data or pass on_error='skip' to drop them with a warning.")
+                       + f"\n{SKIP_HINT}")
                 raise (FileNotFoundError if missing else PoseDataError)(msg)
+            if len(bad) == len(paths):
+                error = PoseDataError(f"{name}: every one of its {len(bad)} samples is unusable; first: {reasons[0]}")
+                error.reasons = reasons
+                raise error
             self.skipped, self.skipped_reasons = len(bad), reasons
             warnings.warn(f"{name}: skipped {len(bad)} unusable sample(s); first: {reasons[0]} "
                           f"(see .skipped_reasons)", stacklevel=3)
@@ -416,18 +443,24 @@ class PersonCrops(torch.utils.data.Dataset):
             hit = self._cache.get(index)
             if hit is not None:
                 return hit
+        path, where = self.paths[index], f"sample {index}, {self.sources[index]}"
         try:
-            crop = crop_pil(self.paths[index], self.centers_orig[index], self.boxes_orig[index],
-                            self.image_size, self.margin)
+            img = Image.open(path)
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{self.name}: image file not found: {self.paths[index]} "
-                                    f"(sample {index}, {self.sources[index]})") from exc
+            raise FileNotFoundError(f"{self.name}: image file not found: {path} ({where})") from exc
         except Exception as exc:  # noqa: BLE001 - name the file whatever the decoder raised
-            raise PoseDataError(
-                f"{self.name}: cannot decode image {self.paths[index]} (sample {index}, "
-                f"{self.sources[index]}): {type(exc).__name__}: {exc}. Construct the dataset with "
-                f"validate_images=True (and on_error='skip') to find or drop bad images up front."
-            ) from exc
+            raise PoseDataError(f"{self.name}: cannot decode image {path} ({where}): {type(exc).__name__}: "
+                                f"{exc}. {SKIP_HINT}") from None
+        why = annotation_problem(self.keypoints_orig[index], self.centers_orig[index], self.boxes_orig[index],
+                                 self.joint_names, img.size)
+        if why:
+            img.close()
+            raise PoseDataError(f"{self.name}: {path} ({where}): {why}. {SKIP_HINT}")
+        try:
+            crop = crop_pil(img, self.centers_orig[index], self.boxes_orig[index], self.image_size, self.margin)
+        except Exception as exc:  # noqa: BLE001 - name the file whatever the decoder raised
+            raise PoseDataError(f"{self.name}: cannot decode image {path} ({where}): {type(exc).__name__}: "
+                                f"{exc}. {SKIP_HINT}") from None
         if self._cache is not None:
             self._cache.put(index, crop)
         return crop
@@ -460,22 +493,3 @@ class PersonCrops(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name!r}, n={len(self)}, parts={self.num_parts}, "
                 f"image_size={self.image_size}, margin={self.margin}, skipped={self.skipped})")
-
-
-def check_on_error(on_error: str) -> None:
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-
-
-def box_from_keypoints(keypoints: np.ndarray, pad: float) -> tuple[np.ndarray, float] | None:
-    """Centre (2,) and square box side of the annotated joints' bounding box, enlarged by
-    ``pad``; None when fewer than two distinct annotated joints exist."""
-    vis = labelled_mask(keypoints)
-    if vis.sum() < 2:
-        return None
-    xy = keypoints[vis, :2]
-    lo, hi = xy.min(0), xy.max(0)
-    side = float((hi - lo).max()) * pad
-    if not side > 0:
-        return None
-    return (lo + hi) / 2, side

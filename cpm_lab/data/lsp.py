@@ -35,7 +35,8 @@ import scipy.io
 
 from .. import skeleton
 from ..targets import MISSING, OCCLUDED, VISIBLE
-from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError, box_from_keypoints, check_on_error
+from .annotations import annotation_problem, box_from_keypoints, check_on_error
+from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError
 
 LAYOUTS = ("auto", "lsp", "lspet")
 
@@ -103,8 +104,9 @@ class LSP(PersonCrops):
         joints_file, image_dir: names inside ``root``; image_pattern: e.g. "im{:05d}.jpg",
             default detected (4 digits for LSP, 5 for LSPet).
 
-    Samples with no usable person box (fewer than two distinct annotated joints) and NaN
-    coordinates of annotated joints are data errors (raised or skipped per ``on_error``).
+    Samples with no usable person box (fewer than two distinct annotated joints) and annotations
+    that cannot be right (``cpm_lab.data.annotations``) are data errors (raised or skipped per
+    ``on_error``).
     """
 
     joint_names = skeleton.JOINT_NAMES
@@ -127,8 +129,8 @@ class LSP(PersonCrops):
         start = 1 if start is None else int(start)
         end = total if end is None else int(end)
         if not 1 <= start <= end <= total:
-            raise ValueError(f"need 1 <= start <= end <= {total} (images in {joints_path}); "
-                             f"got start={start}, end={end}")
+            raise ValueError(f"{joints_path} holds {total} images; images {start}-{end} were asked for "
+                             f"(need 1 <= start <= end <= {total})")
         numbers = np.arange(start, end + 1)
         kp = kp_all[start - 1:end].copy()
         if one_based:
@@ -142,12 +144,14 @@ class LSP(PersonCrops):
             paths.append(str(images / image_pattern.format(num)))
             sources.append(f"{joints_path} image {num}")
             k = kp[i]
-            nan = np.isnan(k[:, :2]).any(-1) & (k[:, 2] > 0)
-            res = None if nan.any() else box_from_keypoints(k, box_pad)
-            if nan.any():
-                problems[i] = f"NaN coordinates for annotated joint(s) {np.flatnonzero(nan).tolist()}"
-            elif res is None:
+            finite = bool((np.isfinite(k[:, :2]).all(-1) | (k[:, 2] == 0)).all())
+            res = box_from_keypoints(k, box_pad) if finite else None
+            if finite and res is None:
                 problems[i] = "fewer than two distinct annotated joints: no person box"
+            else:  # a non-finite joint is named here (its box is a placeholder)
+                why = annotation_problem(k, res[0] if res else (0.0, 0.0), res[1] if res else 0.0, self.joint_names)
+                if why:
+                    problems[i] = why
             centers.append(res[0] if res else (0.0, 0.0))
             boxes.append(res[1] if res else 1.0)
         self.numbers = numbers

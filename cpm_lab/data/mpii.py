@@ -25,7 +25,8 @@ import numpy as np
 
 from .. import skeleton
 from ..targets import MISSING, VISIBLE
-from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError, check_on_error
+from .annotations import annotation_problem, check_on_error
+from .crop import DEFAULT_MARGIN, PersonCrops, PoseDataError
 from .synthetic import SCALE_UNIT_PX
 
 
@@ -60,9 +61,6 @@ def _record_problem(rec) -> str | None:
         return f"center must be 2 finite numbers; got {rec['center']!r}"
     if not (np.isfinite(s) and s > 0):
         return f"scale must be a positive number; got {rec['scale']!r}"
-    nan = ~np.isfinite(j).all(-1) & (v > 0)
-    if nan.any():
-        return f"NaN/inf coordinates for visible joint(s) {np.flatnonzero(nan).tolist()}"
     return None
 
 
@@ -91,6 +89,8 @@ class MPII(PersonCrops):
         if not isinstance(records, list):
             raise PoseDataError(f"{annotation_json}: expected a JSON list of person records, "
                                 f"got {type(records).__name__}")
+        if not records:
+            raise PoseDataError(f"no annotations in {annotation_json} (an empty list of person records)")
         image_dir = Path(image_dir)
         if not image_dir.is_dir():
             raise FileNotFoundError(f"MPII image folder not found: {image_dir}")
@@ -112,6 +112,9 @@ class MPII(PersonCrops):
             kp[i, :, 2] = np.where(vis, VISIBLE, MISSING)
             centers[i] = np.asarray(rec["center"], dtype=np.float64) - shift
             boxes[i] = float(rec["scale"]) * SCALE_UNIT_PX
+            why = annotation_problem(kp[i], centers[i], boxes[i], skeleton.MPII_JOINT_NAMES)
+            if why:
+                problems[i] = why
         kp, self.joint_names, self.flip_index = skeleton.joint_set(kp, "mpii", parts)
         self._setup(name=f"MPII({Path(annotation_json).name})", paths=paths, keypoints=kp,
                     centers=centers, boxes=boxes, sources=sources, problems=problems,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -128,6 +130,7 @@ def _trainer(spec: RunSpec, run_dir: str, train_set, previous, progress: bool):
     config = TrainConfig.for_preset(spec.preset, **{
         **dict(steps=spec.steps, batch_size=spec.batch_size, strategy=spec.strategy, seed=spec.seed,
                device=spec.device, checkpoint=os.path.join(run_dir, "checkpoint.pt"), checkpoint_every=0,
+               checkpoint_minutes=0,  # _RunSaver writes checkpoints together with the gradient records
                progress=progress, eval_every=0, eval_thresholds=THRESHOLDS, eval_normalize=NORMALIZE),
         **overrides})
     tracker = GradientTracker(every=spec.grad_every, histogram_layers="default")
@@ -218,9 +221,28 @@ def train_run(spec: RunSpec, run_dir: str, resume: bool = True, progress: bool =
     return result
 
 
-def _worker_init(threads: int | None) -> None:
+#: Seconds between a worker's checks that the sweep's process is alive, and the time it gives a
+#: training run to save its checkpoint (SIGTERM) before it exits anyway.
+PARENT_POLL_S, PARENT_GONE_GRACE_S = 1.0, 10.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Daemon thread of a worker: once the sweep's process ``parent`` is gone (the worker was
+    re-parented, e.g. after a ``kill -9``), SIGTERM this worker, which makes a training run save
+    and stop after its current step, and exit for good after a grace period."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(PARENT_GONE_GRACE_S)
+    os._exit(1)
+
+
+def _worker_init(threads: int | None, parent: int | None = None) -> None:
+    """Process-pool initialiser: torch threads, and exit when the sweep's process ``parent`` dies."""
     if threads:
         torch.set_num_threads(threads)
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
 
 
 def _failed(spec: RunSpec, exc: BaseException, t0: float) -> dict:
@@ -416,7 +438,7 @@ def _execute(todo: list[RunSpec], total: int, runs_dir: str, results: dict, *, r
                 torch.set_num_threads(prev_threads)
         elif todo:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                                     initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
                 futures = {pool.submit(_worker, spec, os.path.join(runs_dir, spec.run_id), resume): spec
                            for spec in todo}
                 for fut in as_completed(futures):

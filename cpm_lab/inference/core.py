@@ -51,15 +51,27 @@ class Prediction:
 
 def load_model(path_or_name: str | os.PathLike, device: str | torch.device | None = "auto"):
     """A CPM from a checkpoint file, or a shipped model by name (``SHIPPED_MODELS``: e.g.
-    ``"tiny-synthetic"``), rebuilt from the config it stores, on ``device``, in eval mode."""
+    ``"tiny-synthetic"``), rebuilt from the config it stores, on ``device``, in eval mode.
+
+    The file goes through ``train.checkpoint.read_checkpoint`` (content hash, finite weights);
+    a config this version cannot build, or weights that do not fit it, raise ValueError naming
+    the file."""
     from ..models.cpm import CPM, CPMConfig
     from ..train.checkpoint import read_checkpoint
 
     name = os.fspath(path_or_name)
     path = asset(SHIPPED_MODELS[name]) if name in SHIPPED_MODELS else name
     ckpt = read_checkpoint(path)
-    model = CPM(CPMConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = CPM(CPMConfig.from_dict(ckpt["model_config"]))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path!r}: its model_config cannot be built by this cpm_lab ({exc})") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        why = " ".join(str(exc).split())
+        why = why if len(why) < 300 else why[:297] + "..."
+        raise ValueError(f"{path!r}: its weights do not fit the model its model_config describes ({why})") from None
     return model.to(resolve_device(device)).eval()
 
 

@@ -10,7 +10,9 @@ One concern per module:
 * ``config``: ``TrainConfig`` and the default budgets per preset and optimiser;
 * ``loss``: the CPM objective ``cpm_loss`` (paper Sec. 3.3), the function training calls;
 * ``phases``: the strategies of Fig. 6b as phases of one run, freezing, the learning rate;
-* ``checkpoint``: atomic checkpoints that load with ``weights_only=True``, RNG state;
+* ``checkpoint``: atomic checkpoints that load with ``weights_only=True``, their content hash, RNG
+  state, and what a resumed run may change (``resume_diff``);
+* ``interrupt``: stopping a fit without losing it (signals, data errors, divergence);
 * ``distributed``: torchrun setup, the resumable data order, rank averaging;
 * ``trainer``: the ``Trainer`` that ties them together.
 
@@ -18,14 +20,25 @@ One concern per module:
 and is re-exported here.
 """
 from ..inference import load_model
-from .checkpoint import CHECKPOINT_FORMAT, check_compatible, export_weights, read_checkpoint
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    RESUME_FREE,
+    check_compatible,
+    check_resumable,
+    export_weights,
+    read_checkpoint,
+    resume_diff,
+    weights_digest,
+)
 from .config import OPTIMIZER_DEFAULTS, OPTIMIZERS, PRESET_DEFAULTS, SCHEDULES, TrainConfig
 from .distributed import ResumableSampler, setup_distributed
+from .interrupt import TrainingDiverged, TrainingInterrupted
 from .loss import cpm_loss, stage_losses
 from .phases import STRATEGIES, STRATEGY_LABELS, Phase, plan_phases
-from .trainer import Trainer, TrainingDiverged
+from .trainer import Trainer
 
-__all__ = ["CHECKPOINT_FORMAT", "OPTIMIZERS", "OPTIMIZER_DEFAULTS", "PRESET_DEFAULTS", "Phase", "ResumableSampler",
-           "SCHEDULES", "STRATEGIES", "STRATEGY_LABELS", "TrainConfig", "Trainer", "TrainingDiverged",
-           "check_compatible", "cpm_loss", "export_weights", "load_model", "plan_phases", "read_checkpoint",
-           "setup_distributed", "stage_losses"]
+__all__ = ["CHECKPOINT_FORMAT", "OPTIMIZERS", "OPTIMIZER_DEFAULTS", "PRESET_DEFAULTS", "Phase", "RESUME_FREE",
+           "ResumableSampler", "SCHEDULES", "STRATEGIES", "STRATEGY_LABELS", "TrainConfig", "Trainer",
+           "TrainingDiverged", "TrainingInterrupted", "check_compatible", "check_resumable", "cpm_loss",
+           "export_weights", "load_model", "plan_phases", "read_checkpoint", "resume_diff", "setup_distributed",
+           "stage_losses", "weights_digest"]

@@ -85,8 +85,12 @@ class TrainConfig:
         eval_every: evaluate on ``eval_set`` every this many steps and after the last one (0 = never
             during ``fit``; call ``Trainer.evaluate`` yourself).
         eval_thresholds, eval_normalize: PCK thresholds and normalisation for those evaluations.
-        checkpoint: path of the checkpoint file (None = no checkpoints).
-        checkpoint_every: also write it every this many steps (0 = only at the end of ``fit``).
+        checkpoint: path of the checkpoint file (None = no checkpoints). It is written at the end of
+            ``fit`` and whenever a fit stops early (a signal, a data error; see ``Trainer.fit``).
+        checkpoint_every: also write it every this many steps (0 = not by steps).
+        checkpoint_minutes: also write it when this many minutes of wall-clock time have passed
+            since the last one (0 = not by time); on by default so an interrupted long run keeps
+            its work.
         progress: show a tqdm progress bar.
     """
 
@@ -121,6 +125,7 @@ class TrainConfig:
     eval_normalize: str = "torso"
     checkpoint: str | None = None
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
     progress: bool = True
 
     def __post_init__(self):
@@ -148,7 +153,7 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        for name in ("eval_every", "checkpoint_every", "warmup_steps", "num_workers"):
+        for name in ("eval_every", "checkpoint_every", "checkpoint_minutes", "warmup_steps", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.stage_weights is not None:

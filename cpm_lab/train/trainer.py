@@ -5,7 +5,7 @@ augmentation, encode targets ON THE DEVICE (``targets.encode`` / ``targets.cente
 the stages of the current phase under autocast, the CPM objective (``loss.cpm_loss``), backward
 (scaled for fp16), unscale, callbacks, clipping, optimiser step. The phases of the strategy, the
 freezing and the learning rate come from ``phases``; checkpoints from ``checkpoint``; the data
-order and DDP from ``distributed``.
+order and DDP from ``distributed``; stopping without losing progress from ``interrupt``.
 """
 from __future__ import annotations
 
@@ -21,26 +21,23 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..callbacks import Callback
-from ..models.cpm import CPM, CPMConfig
+from ..models.cpm import CPM
 from ..targets import encode
 from ..utils import resolve_device, seed_everything
-from .checkpoint import CHECKPOINT_FORMAT, check_compatible, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_resumable,
+    read_checkpoint,
+    resume_diff,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import OPTIMIZER_DEFAULTS, PRESET_DEFAULTS, TrainConfig
 from .distributed import ResumableSampler, broadcast_flag, dist_info, mean_over_ranks
+from .interrupt import StopOnSignals, TrainingDiverged, TrainingInterrupted, ignore_stop_signals, keep_progress, on_disk
 from .loss import cpm_loss
 from .phases import freeze_for, param_groups, phase_lr, plan_phases, set_stage_modes
-
-
-class TrainingDiverged(RuntimeError):
-    """Raised when a loss (or, before a checkpoint is written, a weight) becomes non-finite.
-
-    Attributes: ``step`` (1-based optimiser step), ``stages`` (1-based stages with a non-finite
-    loss; empty when weights went bad), ``losses`` (the per-stage values as floats).
-    """
-
-    def __init__(self, message: str, step: int, stages: Sequence[int] = (), losses: Sequence[float] = ()):
-        super().__init__(message)
-        self.step, self.stages, self.losses = step, tuple(stages), tuple(losses)
 
 
 class Trainer:
@@ -95,8 +92,16 @@ class Trainer:
         if len(train_set) < c.batch_size:
             raise ValueError(f"the training set has {len(train_set)} samples, fewer than batch_size={c.batch_size}")
         self.steps_per_epoch = len(train_set) // c.batch_size
+        if c.checkpoint and os.path.isdir(c.checkpoint):
+            raise IsADirectoryError(f"checkpoint path {c.checkpoint!r} is a directory; give a file path")
         self._setup_device()
         self.step = 0
+        #: settings a resume changed, {field: (old, new)} (``checkpoint.resume_diff``)
+        self.resume_changes: dict[str, tuple] = {}
+        #: after ``fit`` stopped early: the step its checkpoint holds, to resume from (else None)
+        self.resumable_step: int | None = None
+        self._saved_step: int | None = None  # the step the checkpoint file holds, when this trainer knows it
+        self._last_save = time.monotonic()
         self.optimizer: torch.optim.Optimizer | None = None
         self._phase_index: int | None = None
         self._net: nn.Module | None = None
@@ -186,7 +191,8 @@ class Trainer:
         self.sampler = ResumableSampler(self.train_set, self.world_size, self.rank, seed=c.seed)
         return DataLoader(self.train_set, batch_size=self.local_batch, sampler=self.sampler, drop_last=True,
                           num_workers=c.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, generator=torch.Generator().manual_seed(c.seed))
+                          persistent_workers=False, generator=torch.Generator().manual_seed(c.seed),
+                          worker_init_fn=ignore_stop_signals if c.num_workers else None)
 
     def _batches(self, first_step: int):
         """Yield (epoch, batch) for steps first_step, first_step + 1, ...; epochs are exactly
@@ -254,8 +260,8 @@ class Trainer:
         if bad:
             raise TrainingDiverged(
                 f"non-finite loss at step {step} in stage(s) {', '.join(map(str, bad))} "
-                f"(phase {ph.name!r}; per-stage losses {['%.4g' % v for v in values]}); "
-                "the last checkpoint on disk was left untouched", step, bad, values)
+                f"(phase {ph.name!r}; per-stage losses {['%.4g' % v for v in values]}); {on_disk(self)}",
+                step, bad, values)
 
         lr = self.lr_at(step)
         for g in self.optimizer.param_groups:
@@ -336,24 +342,27 @@ class Trainer:
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise TrainingDiverged(f"weights became non-finite after step {self.step} ({bad[0]} and "
-                                   f"{len(bad) - 1} more); not overwriting the checkpoint {path!r}", self.step)
-        return save_checkpoint(self.state_dict(), path)
+                                   f"{len(bad) - 1} more); not overwriting the checkpoint: {on_disk(self)}",
+                                   self.step)
+        save_checkpoint(self.state_dict(), path)
+        if os.path.abspath(path) == os.path.abspath(self.config.checkpoint or ""):
+            self._saved_step, self._last_save = self.step, time.monotonic()
+        return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore model, optimiser, scaler, RNG states, step and history from ``path``."""
         path = os.fspath(path)
         ckpt = read_checkpoint(path, map_location=self.device)
-        # through from_dict, so a checkpoint older than a CPMConfig field compares with its default
-        saved_model = CPMConfig.from_dict(ckpt["model_config"]).to_dict()
-        check_compatible(saved_model, self.model.config, f"checkpoint {path!r}")
-        saved = ckpt["train_config"]
-        for key in ("steps", "strategy", "finetune_fraction", "batch_size", "seed"):
-            mine = getattr(self.config, key)
-            if saved.get(key) != mine:
-                raise ValueError(f"checkpoint {path!r} was trained with {key}={saved.get(key)!r}, this run "
-                                 f"has {key}={mine!r}; resuming would not continue the same run")
+        check_resumable(ckpt, path)
+        changes, refused = resume_diff(ckpt["model_config"], ckpt["train_config"], self.model.config, self.config)
+        if refused:
+            raise ValueError(f"checkpoint {path!r} comes from a different run: {'; '.join(refused)}; resuming "
+                             f"would not continue the same run")
+        self.resume_changes = changes
         self.model.load_state_dict(ckpt["model"])
         self.step = int(ckpt["step"])
+        if os.path.abspath(path) == os.path.abspath(self.config.checkpoint or ""):
+            self._saved_step = self.step
         self._records = [dict(r) for r in ckpt.get("history", [])]
         self._resume_state = ckpt
 
@@ -374,6 +383,12 @@ class Trainer:
     def fit(self, resume: str | os.PathLike | None = None, until: int | None = None) -> pd.DataFrame:
         """Train until ``config.steps`` (or until step ``until``, e.g. to stop half-way) and
         return the history DataFrame. ``resume``: a checkpoint path to continue from.
+
+        With ``config.checkpoint`` set, the checkpoint is written at the end, every
+        ``checkpoint_every`` steps, every ``checkpoint_minutes`` minutes and whenever the fit stops
+        early: SIGINT/SIGTERM end it after the current step (then ``TrainingInterrupted`` says
+        what was kept), and an error while reading data keeps the last completed step (the error
+        is re-raised with a note saying so). ``resumable_step`` is then the step to resume from.
         """
         c = self.config
         until = c.steps if until is None else int(until)
@@ -391,24 +406,38 @@ class Trainer:
 
         from tqdm.auto import tqdm
 
-        self.stop_reason = None
+        self.stop_reason, self.resumable_step, self._last_save = None, None, time.monotonic()
         if self.is_main:
             for cb in self.callbacks:
                 cb.on_train_start(self)
         bar = tqdm(total=until, initial=self.step, desc=f"train {self.model.config.name}",
                    disable=not (c.progress and self.is_main), dynamic_ncols=True)
-        try:
-            if self.step < until:
-                self._loop(until, bar)
-            if c.checkpoint and self.is_main:
-                self.save_checkpoint()
-        finally:
-            bar.close()
+        with StopOnSignals(self) as signals:
+            try:
+                if self.step < until:
+                    self._loop(until, bar)
+                if c.checkpoint and self.is_main:
+                    self.save_checkpoint()
+            except KeyboardInterrupt as exc:
+                if isinstance(exc, TrainingInterrupted):
+                    raise
+                name = signals.name or "KeyboardInterrupt"
+                raise TrainingInterrupted(f"{name} received again: stopped at once during step {self.step + 1}, "
+                                          f"saving nothing; {on_disk(self)}", name, self.step, False,
+                                          signals.received or 2) from None
+            finally:
+                bar.close()
         if self.step >= c.steps:
             self._unfreeze_all()
         if self.is_main:
             for cb in self.callbacks:
                 cb.on_train_end(self)
+        if signals.received is not None:
+            saved = bool(c.checkpoint) and self._saved_step == self.step
+            self.resumable_step = self.step if saved else None
+            kept = f"saved the checkpoint {c.checkpoint} at step {self.step}" if saved else on_disk(self)
+            raise TrainingInterrupted(f"{signals.name} received: stopped after step {self.step} of {c.steps}; {kept}",
+                                      signals.name, self.step, saved, signals.received)
         return self.history
 
     def _restore_state(self) -> None:
@@ -438,7 +467,13 @@ class Trainer:
             if index != self._phase_index:
                 self._enter_phase(index)
             t0 = time.perf_counter()
-            epoch, batch = next(batches)
+            try:
+                epoch, batch = next(batches)
+            except Exception as exc:
+                if self.stop_reason is not None:  # e.g. a SIGTERM sent to the workers too: stop as asked
+                    break
+                keep_progress(self, exc)
+                raise
             record = self._train_step(step, batch)  # its loss .tolist() synchronises the device
             dt = time.perf_counter() - t0
             record["epoch"] = epoch
@@ -450,7 +485,9 @@ class Trainer:
                 self._run_eval(step, record)
             self._records.append(record)  # every rank (losses are rank-averaged)
             if self.is_main:
-                if c.checkpoint and c.checkpoint_every and step % c.checkpoint_every == 0 and step < until:
+                due = (c.checkpoint_every and step % c.checkpoint_every == 0) or (
+                    c.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * c.checkpoint_minutes)
+                if c.checkpoint and due and step < until:
                     self.save_checkpoint()
                 for cb in self.callbacks:
                     cb.on_step_end(self, step, record)
