@@ -15,8 +15,14 @@ ROOT = DATA_DIR.parent
 #: The tiny CPM trained on synthetic data (see data/README.md for the command that made it).
 TINY_WEIGHTS = "weights/cpm_tiny_synthetic.pt"
 
+#: A small CPM trained on real people (LSPet 1-9000 + LSP 1-1000) on a CPU; see data/README.md.
+LSP_WEIGHTS = "weights/cpm_tiny_lsp.pt"
+
 #: Models shipped in ``data/``, by the name ``inference.load_model`` accepts.
-SHIPPED_MODELS: dict[str, str] = {"tiny-synthetic": TINY_WEIGHTS}
+SHIPPED_MODELS: dict[str, str] = {"tiny-synthetic": TINY_WEIGHTS, "tiny-lsp": LSP_WEIGHTS}
+
+#: The model ``cpm-lab predict`` and the photo notebook use by default.
+DEFAULT_PHOTO_MODEL = "tiny-lsp"
 
 
 def asset(name: str) -> Path:

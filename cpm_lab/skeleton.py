@@ -86,7 +86,9 @@ def flip_permutation(pairs, num_parts: int) -> tuple[int, ...]:
 #: ``keypoints[FLIP_INDEX]`` relabels joints after a horizontal flip (left <-> right).
 FLIP_INDEX: tuple[int, ...] = flip_permutation(FLIP_PAIRS, NUM_JOINTS)
 
-_SIDE_COLOURS = {"right": (0.90, 0.25, 0.20), "left": (0.15, 0.45, 0.95), "centre": (0.20, 0.75, 0.25)}
+#: Limb colours by the side of the body they belong to (the person's own right and left).
+SIDE_COLORS: dict[str, tuple[float, float, float]] = {
+    "right": (0.90, 0.25, 0.20), "left": (0.15, 0.45, 0.95), "centre": (0.20, 0.75, 0.25)}
 
 
 def _limb_side(a: int, b: int) -> str:
@@ -104,7 +106,7 @@ JOINT_COLORS: np.ndarray = np.array([
 ], dtype=np.float32)
 
 #: Limb colours by side: person's right red, left blue, centre (neck, pelvis) green.
-LIMB_COLORS: tuple[tuple[float, float, float], ...] = tuple(_SIDE_COLOURS[_limb_side(a, b)] for a, b in LIMBS)
+LIMB_COLORS: tuple[tuple[float, float, float], ...] = tuple(SIDE_COLORS[_limb_side(a, b)] for a, b in LIMBS)
 
 # ---------------------------------------------------------------------------------------------
 # Mappings from other datasets' joint sets to LSP-14.

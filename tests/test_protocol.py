@@ -25,6 +25,7 @@ from cpm_lab.inference import (
     GREY,
     LSP_SCALES,
     PROTOCOLS,
+    as_image,
     evaluate,
     evaluate_protocol,
     load_image,
@@ -370,7 +371,10 @@ def test_load_image_and_image_arguments(tmp_path):
     with pytest.raises(ValueError, match="bad.png"):
         load_image(tmp_path / "bad.png")
     with pytest.raises(ValueError, match="shape"):
-        predict_person(model, torch.zeros(20, 30), (10, 10), 20)
+        predict_person(model, torch.zeros(2, 20, 30), (10, 10), 20)
+    grey = arr[..., 0]  # grayscale: (H, W) arrays and tensors become three equal channels
+    for form in (grey, torch.from_numpy(grey), torch.from_numpy(grey)[None]):
+        assert torch.equal(as_image(form), torch.from_numpy(grey).float().div(255).expand(3, -1, -1))
 
 
 # ------------------------------------------------------------------------------------------------

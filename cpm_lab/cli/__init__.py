@@ -8,6 +8,7 @@ Commands::
     cpm-lab eval  --mean-pose --data lspet --split val [--out baseline.csv]
     cpm-lab eval  --checkpoint CKPT --data lsp --split test [--protocol lsp|gt-crop] [--joints labelled|visible]
     cpm-lab score --predictions LSP_prediction_model_LSP_6s.mat --data lsp --split test [--out score.csv]
+    cpm-lab predict photo.jpg photos/ [--checkpoint tiny-lsp] [--box x0,y0,x1,y1] [--out runs/predict]
     cpm-lab validate --data lspet                        (every unreadable image and invalid annotation)
     cpm-lab ablate [--quick] [--out data/results] ...   (cpm_lab.cli.ablate, running cpm_lab.experiments)
     cpm-lab demo  [--out runs/demo]                      (cpm_lab.demo)
@@ -235,10 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 # The commands register themselves on import; ``--help`` lists them in this order.
 from . import ablate as _ablate  # noqa: E402,F401
 from . import evaluate as _evaluate  # noqa: E402,F401
+from . import predict as _predict  # noqa: E402,F401
 from . import score as _score  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 from . import validate as _validate  # noqa: E402,F401
 
-_HELP_ORDER = ("train", "eval", "validate", "score", "demo", "ablate")
+_HELP_ORDER = ("train", "eval", "predict", "validate", "score", "demo", "ablate")
 for _name in sorted(COMMANDS, key=lambda n: _HELP_ORDER.index(n) if n in _HELP_ORDER else len(_HELP_ORDER)):
     COMMANDS[_name] = COMMANDS.pop(_name)

@@ -10,6 +10,7 @@
     out.keypoints[-1]                                    # last stage, (N, P, 3): x, y px, peak belief
     table = evaluate(model, dataset)                     # tidy per-stage, per-part PCK / AUC / EPE
     table = evaluate_protocol(model, lsp_test)           # the paper's LSP test, its way
+    photo = predict_image(model, "me.jpg")               # one photo, keypoints in its pixels
 
 Everything that runs a model on images goes through here: the metrics of a dataset, the
 trainer's evaluation, both explorers, the CLI and every notebook. A model is a ``CPM`` or any
@@ -26,6 +27,9 @@ Two ways to evaluate, two modules:
   (LSP: the image centre and height), ``predict_person`` (a scale search whose beliefs are summed
   on the original image; arg-max pixels per stage), ``predict_protocol`` / ``evaluate_protocol``
   over a dataset's original images. ``resample`` holds the bicubic resizes it composes.
+* ``photo``: one photo (a file or an array) with an optional person box: ``predict_image``
+  returns per-stage keypoints and beliefs in the photo's own pixels (what ``cpm-lab predict``
+  writes); ``person_item`` frames the person for the belief explorer.
 
 The centre map tells a CPM which person to look at. Where no person centre is given it is
 a Gaussian on the image centre (``targets.default_centers``), the one default of the package.
@@ -37,6 +41,7 @@ resized back.
 from __future__ import annotations
 
 from .core import Prediction, center_maps, evaluate, load_model, model_device, predict, predict_dataset, stage_outputs
+from .photo import PhotoPrediction, person_item, predict_image, read_photo
 from .protocol import (
     GREY,
     LSP_SCALES,
@@ -55,8 +60,8 @@ from .protocol import (
 )
 
 __all__ = [
-    "GREY", "LSP_SCALES", "LSP_TARGET", "PROTOCOLS", "PersonPrediction", "Prediction", "ScalePlan", "as_image",
-    "center_maps", "evaluate", "evaluate_protocol", "load_image", "load_model", "locate_person", "model_device",
-    "plan_scales", "predict", "predict_dataset", "predict_person", "predict_protocol", "protocol_title",
-    "stage_outputs",
+    "GREY", "LSP_SCALES", "LSP_TARGET", "PROTOCOLS", "PersonPrediction", "PhotoPrediction", "Prediction",
+    "ScalePlan", "as_image", "center_maps", "evaluate", "evaluate_protocol", "load_image", "load_model",
+    "locate_person", "model_device", "person_item", "plan_scales", "predict", "predict_dataset",
+    "predict_image", "predict_person", "predict_protocol", "protocol_title", "read_photo", "stage_outputs",
 ]

@@ -273,20 +273,27 @@ def _predict_people(model, images: list[torch.Tensor], people: list, scales, tar
 # Public entry points
 # ------------------------------------------------------------------------------------------------
 def as_image(image) -> torch.Tensor:
-    """An image as a float32 (3, H, W) tensor in [0, 1]: a PIL image, an (H, W, 3) numpy array
-    (uint8 0..255, or floats in [0, 1]) or a (3, H, W) tensor (uint8, or floats in [0, 1])."""
+    """An image as a float32 (3, H, W) tensor in [0, 1]: a PIL image of any mode (grayscale,
+    CMYK, palette, RGBA: converted to RGB), an (H, W, 3) or grayscale (H, W) numpy array (uint8
+    0..255, or floats in [0, 1]) or a (3, H, W) / (1, H, W) / (H, W) tensor (uint8, or floats)."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = image[..., None].repeat(3, -1)
         if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"a numpy image must have shape (H, W, 3); got {image.shape}")
+            raise ValueError(f"a numpy image must have shape (H, W, 3) or (H, W); got {image.shape}")
         t = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a copy: PIL's arrays are read-only
     else:
         t = torch.as_tensor(image)
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim == 3 and t.shape[0] == 1:
+            t = t.expand(3, -1, -1)
         if t.ndim != 3 or t.shape[0] != 3:
-            raise ValueError(f"an image tensor must have shape (3, H, W); got {tuple(t.shape)}")
+            raise ValueError(f"an image tensor must have shape (3, H, W) or (H, W); got {tuple(t.shape)}")
     if t.shape[-2] < 1 or t.shape[-1] < 1:
         raise ValueError(f"empty image of shape {tuple(t.shape)}")
     return t.float() / 255 if t.dtype == torch.uint8 else t.float()

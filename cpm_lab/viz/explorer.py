@@ -157,7 +157,8 @@ class BeliefExplorer(FigurePanel):
         return fig
 
     def _draw_stage_panel(self, ax, decoded: np.ndarray, truth: np.ndarray, parts) -> None:
-        """Per-stage error of the shown part(s) against the ground truth, in input pixels."""
+        """Per-stage error of the shown part(s) against the ground truth, in input pixels; for a
+        sample without any ground truth (a photo), their per-stage confidence (peak belief)."""
         stages = np.arange(1, len(decoded) + 1)
         vis = labelled_mask(truth)
         shown = [p for p in parts if vis[p]]
@@ -169,13 +170,17 @@ class BeliefExplorer(FigurePanel):
             else:
                 ax.set_ylabel("mean distance to ground truth (px)")
             ax.set_ylim(bottom=0)
+        elif not vis.any():  # a photo: no ground truth, so the model's own confidence instead
+            ax.plot(stages, decoded[:, list(parts), 2].mean(1), "o-", color="0.2")
+            ax.set_ylabel("peak belief" + (" (mean over shown parts)" if len(parts) > 1 else ""))
+            ax.set_ylim(0, 1)
         else:
             ax.text(0.5, 0.5, "part not annotated\nin this sample", ha="center", va="center",
                     transform=ax.transAxes, color="0.4")
         ax.axvline(self.state["stage"], color="tab:orange", lw=1.5, alpha=0.7)
         ax.set_xticks(stages)
         ax.set_xlabel("stage")
-        ax.set_title("error per stage", fontsize=10)
+        ax.set_title("error per stage" if vis.any() else "confidence per stage (no ground truth)", fontsize=10)
         ax.grid(alpha=0.3)
 
 

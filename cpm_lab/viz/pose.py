@@ -156,3 +156,45 @@ def plot_stage_beliefs(image, stage_beliefs: Sequence, part: int | str = "all", 
     fig.suptitle(part_label(part), fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def side_key(ax_or_fig, loc: str = "lower center", **kw):
+    """The colour key of ``draw_skeleton``: the person's right limbs, left limbs, centre line."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, lw=2.5, label=f"person's {side}" if side != "centre" else "centre")
+               for side, c in skeleton.SIDE_COLORS.items()]
+    return ax_or_fig.legend(handles=handles, loc=loc, ncol=3, fontsize=8, frameon=False, **kw)
+
+
+def plot_photo_prediction(prediction, stages: Sequence[int] | None = None, size: float = 3.0,
+                          title: str | None = None):
+    """One panel per stage (numbered from 1): the photo with that stage's predicted skeleton and
+    each joint's confidence as the marker's opacity, the person box (if one was given) dotted,
+    and the colour key below.
+
+    ``prediction`` is an ``inference.PhotoPrediction`` (``predict_image``)."""
+    from matplotlib.patches import Rectangle
+
+    stages = list(stages or range(1, prediction.num_stages + 1))
+    img = image_hwc(prediction.image)
+    h, w = img.shape[:2]
+    aspect = h / w
+    fig, axes = plt.subplots(1, len(stages), figsize=(size * len(stages), size * aspect + 0.9), squeeze=False)
+    for ax, s in zip(axes[0], stages):
+        kp = to_numpy(prediction.keypoints[s - 1]).copy()
+        conf = kp[:, 2].copy()
+        kp[:, 2] = 1
+        show_pose(ax, img, prediction=None)
+        draw_skeleton(ax, kp, linewidth=2.0, markersize=0)
+        ax.scatter(kp[:, 0], kp[:, 1], s=16, c=[(1, 1, 1, float(np.clip(a, 0.15, 1))) for a in conf],
+                   edgecolors="black", linewidths=0.6, zorder=3)
+        if prediction.box is not None:
+            bx0, by0, bx1, by1 = prediction.box
+            ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False, ls=":", lw=1.0, ec="white"))
+        ax.set_title(f"stage {s} (mean confidence {conf.mean():.2f})", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    side_key(fig)
+    return fig
