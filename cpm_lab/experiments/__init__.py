@@ -72,7 +72,7 @@ from .plan import (
     plan_runs,
     relative_cost,
 )
-from .report import check_claims, render_figures, summary_markdown
+from .report import check_claims, first_layer_ratios, render_figures, summary_markdown
 from .results import (
     GRADIENT_COLUMNS,
     HISTOGRAM_COLUMNS,
@@ -86,9 +86,10 @@ from .results import (
     summarize,
 )
 from .runner import run_ablation, train_run
+from .stats import PairedDifference, compare_paired
 
 __all__ = ["ABLATION_BUDGETS", "AblationResult", "EXPERIMENTS", "GRADIENT_COLUMNS", "HISTOGRAM_COLUMNS", "NORMALIZE",
            "PCK_COLUMNS", "QUICK", "RUN_COLUMNS", "RunSpec", "SUMMARY_COLUMNS", "THRESHOLDS", "ablation_plan",
-           "check_claims",
+           "check_claims", "compare_paired", "first_layer_ratios", "PairedDifference",
            "collect", "gradient_summary", "load_results", "plan_runs", "relative_cost", "render_figures",
            "run_ablation", "summarize", "summary_markdown", "train_run"]

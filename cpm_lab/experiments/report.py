@@ -20,6 +20,7 @@ from ..train.phases import STRATEGY_LABELS
 from ..viz import ablation as vz
 from .plan import NORMALIZE, THRESHOLDS, RunSpec
 from .results import AblationResult, gradient_summary
+from .stats import MIN_SEEDS, NOT_ESTABLISHED, REPRODUCED, PairedDifference, compare_paired, interval
 
 
 def _fmt(mean, std) -> str:
@@ -169,7 +170,7 @@ def _manifest(command: str, specs: Sequence[RunSpec], runs, wall: float, dev, jo
 # ------------------------------------------------------------------------------------------------
 # The paper's claims, checked
 # ------------------------------------------------------------------------------------------------
-CLAIM_COLUMNS = ["figure", "claim", "measured", "verdict", "holds"]
+CLAIM_COLUMNS = ["figure", "claim", "measured", "verdict", "why", "holds"]
 
 
 def _final_stage_by_seed(pck: pd.DataFrame, experiment: str, column: str, threshold: float) -> pd.DataFrame:
@@ -179,108 +180,161 @@ def _final_stage_by_seed(pck: pd.DataFrame, experiment: str, column: str, thresh
     return last.pivot_table(index="seed", columns=column, values="value")
 
 
-def _paired(x: pd.Series, y: pd.Series) -> tuple[float, float, int, int]:
-    """Mean of x - y over seeds, its standard error, seeds with x > y, number of seeds."""
-    d = (x - y).dropna()
-    se = d.std() / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return float(d.mean()), float(se), int((d > 0).sum()), len(d)
+def _claim(figure: str, claim: str, measured: str, verdict: str, why: str) -> dict:
+    return dict(figure=figure, claim=claim, measured=measured, verdict=verdict, why=why, holds=verdict == REPRODUCED)
 
 
-def _verdict(holds: bool, mean: float = float("nan"), se: float = float("nan")) -> str:
-    if not np.isfinite(mean):
-        noise = ""
-    else:
-        noise = " (beyond seed noise)" if np.isfinite(se) and abs(mean) > 2 * se else " (within seed noise)"
-    return ("holds" if holds else "does NOT hold") + noise
+def _compared(figure: str, claim: str, label: str, c: PairedDifference) -> dict:
+    return _claim(figure, claim, f"{label}: {c.text()}", c.verdict, c.why)
 
 
-def _claim(figure: str, claim: str, measured: str, holds: bool, mean=float("nan"), se=float("nan")) -> dict:
-    return dict(figure=figure, claim=claim, measured=measured, verdict=_verdict(holds, mean, se), holds=bool(holds))
-
-
-def _strategy_claims(by: pd.DataFrame, close: float) -> list[dict]:
+def _strategy_claims(by: pd.DataFrame, close: float, **kw) -> list[dict]:
     """Fig. 6b: end-to-end against each other strategy, and fine-tuning against stage-wise."""
     name = {"end_to_end": "end-to-end", "no_intermediate": "final-loss-only", "stagewise": "stage-wise",
             "stagewise_finetune": "stage-wise + fine-tune"}
     out, have = [], set(by.columns)
-
-    def diff(a, b):
-        d, se, wins, n = _paired(by[a], by[b])
-        return d, se, f"{d:+.3f} ± {se:.3f} ({wins}/{n} seeds)"
-
     if "end_to_end" in have:
         for other in [k for k in ("no_intermediate", "stagewise_finetune", "stagewise") if k in have]:
-            d, se, text = diff("end_to_end", other)
-            out.append(_claim("Fig. 6b", f"end-to-end with intermediate supervision beats {name[other]}",
-                              f"end-to-end − {name[other]}: {text}", d > 0, d, se))
+            c = compare_paired(by["end_to_end"], by[other], **kw)
+            out.append(_compared("Fig. 6b", f"end-to-end with intermediate supervision beats {name[other]}",
+                                 f"end-to-end − {name[other]}", c))
     if {"end_to_end", "stagewise", "stagewise_finetune"} <= have:
-        d, se, text = diff("end_to_end", "stagewise_finetune")
-        e2e, sw, ft = (by[k].mean() for k in ("end_to_end", "stagewise", "stagewise_finetune"))
-        share = (ft - sw) / (e2e - sw) if e2e > sw else float("nan")
-        measured = (f"fine-tuning recovers {share:.0%} of the stage-wise → end-to-end gap; "
-                    f"end-to-end − fine-tuned: {text}")
-        if np.isfinite(share):
-            out.append(_claim("Fig. 6b", "stage-wise + fine-tune comes close to end-to-end", measured, share >= close))
-        else:
-            out.append(dict(figure="Fig. 6b", claim="stage-wise + fine-tune comes close to end-to-end",
-                            measured=measured, verdict="n/a: stage-wise is not behind", holds=False))
+        out.append(_finetune_claim(by, close, **kw))
     if {"stagewise", "stagewise_finetune"} <= have:
-        d, se, text = diff("stagewise_finetune", "stagewise")
-        out.append(_claim("Fig. 6b", "stage-wise training alone falls behind (also behind stage-wise + fine-tune)",
-                          f"fine-tuned − stage-wise: {text}", d > 0, d, se))
+        others = [by[k] for k in have - {"stagewise"}]
+        worst = [compare_paired(o, by["stagewise"], **kw) for o in others]
+        weakest = min(worst, key=lambda c: c.low if np.isfinite(c.low) else -np.inf)
+        failed = [c for c in worst if not c.reproduced]
+        verdict = NOT_ESTABLISHED if failed else REPRODUCED
+        why = failed[0].why if failed else "every other strategy is above stage-wise beyond its interval"
+        out.append(_claim("Fig. 6b", "stage-wise training alone is the worst",
+                          f"closest strategy − stage-wise: {weakest.text()}", verdict, why))
     return out
 
 
-def _gradient_claims(gradients: pd.DataFrame, far: float) -> list[dict]:
-    """Fig. 5: the first layer's gradient far smaller without intermediate supervision, the last alike."""
-    gs = gradient_summary(gradients)
-    if not len(gs) or "ratio" not in gs:
+def _finetune_claim(by: pd.DataFrame, close: float, **kw) -> dict:
+    """"Stage-wise + fine-tune comes close to end-to-end": the whole interval of end-to-end −
+    fine-tuned lies below ``(1 - close)`` of the stage-wise gap (fine-tuning provably recovers at
+    least ``close`` of it); also whether the interval includes zero (a tie with end-to-end)."""
+    c = compare_paired(by["end_to_end"], by["stagewise_finetune"], **kw)
+    gap = float((by["end_to_end"] - by["stagewise"]).mean())
+    measured = f"end-to-end − fine-tuned: {c.text()}; stage-wise gap {gap:+.3f}"
+    if not (gap > 0 and np.isfinite(c.high)):
+        return _claim("Fig. 6b", "stage-wise + fine-tune comes close to end-to-end", measured, NOT_ESTABLISHED,
+                      "stage-wise is not behind end-to-end, or too few seeds")
+    tie = c.low <= 0 <= c.high
+    measured += "; the interval includes 0 (a tie with end-to-end)" if tie else ""
+    bound = (1 - close) * gap
+    if c.n < kw.get("min_seeds", MIN_SEEDS):
+        ok, why = False, c.why
+    else:
+        ok = c.high < bound
+        why = (f"the interval's upper end {c.high:+.3f} is {'' if ok else 'not '}below {1 - close:.0%} of the "
+               f"stage-wise gap ({bound:+.3f})")
+    return _claim("Fig. 6b", "stage-wise + fine-tune comes close to end-to-end", measured,
+                  REPRODUCED if ok else NOT_ESTABLISHED, why)
+
+
+def first_layer_ratios(gradients: pd.DataFrame, strategies: Sequence[str] = ("end_to_end", "no_intermediate"),
+                       skip_first: bool = True) -> pd.DataFrame:
+    """Per seed, the typical gradient norm (geometric mean over the recorded steps) of the
+    shallowest and the deepest main-path conv layer under each of two strategies: columns seed,
+    layer, depth, position ("first"/"last"), one per strategy, and ``ratio`` (first strategy /
+    second)."""
+    g = gradients[gradients["strategy"].isin(strategies) & gradients["main_path"].eq(True)].copy()
+    if not len(g):
+        return pd.DataFrame(columns=["seed", "layer", "depth", "position", *strategies, "ratio"])
+    both = g.groupby("num_stages")["strategy"].nunique()
+    g = g[g["num_stages"] == (both[both == both.max()].index.max())]  # the deepest model run under both
+    if skip_first:
+        g = g[g["step"] > 1]
+    g["depth"] = g["depth"].astype(float)
+    ends = {"first": g["depth"].min(), "last": g["depth"].max()}
+    rows = []
+    for position, depth in ends.items():
+        sub = g[g["depth"] == depth]
+        typical = sub.groupby(["seed", "strategy"])["norm"].apply(lambda v: float(np.exp(np.log(v).mean())))
+        wide = typical.unstack("strategy").reindex(columns=list(strategies))
+        wide["ratio"] = wide[strategies[0]] / wide[strategies[1]]
+        wide["layer"], wide["depth"], wide["position"] = sub["layer"].iloc[0], depth, position
+        rows.append(wide.reset_index())
+    return pd.concat(rows, ignore_index=True)
+
+
+def _gradient_claims(gradients: pd.DataFrame, far: float, **kw) -> list[dict]:
+    """Fig. 5: the first layer's gradient at least ``far`` times smaller without intermediate
+    supervision (the interval of log10 of the per-seed ratio lies above log10(far)); near the
+    output alike (its interval within a factor 2 either way)."""
+    r = first_layer_ratios(gradients)
+    if not len(r):
         return []
-    convs = gs[gs["main_path"].eq(True)].copy()
-    convs["depth"] = convs["depth"].astype(float)
-    first, last = convs.loc[convs["depth"].idxmin()], convs.loc[convs["depth"].idxmax()]
-    r1, r2 = first["ratio"], last["ratio"]
-    return [_claim("Fig. 5", "early-layer gradients are far smaller without intermediate supervision",
-                   f"{first['layer']} (depth {first['depth']:.0f}): {r1:.1f}x smaller without", r1 >= far),
-            _claim("Fig. 5", "near the output, both runs get similar gradients",
-                   f"{last['layer']} (depth {last['depth']:.0f}): ratio {r2:.2f}", 0.5 <= r2 <= 2)]
+    out = []
+    for position in ("first", "last"):
+        sub = r[r["position"] == position].set_index("seed")
+        logs = np.log10(sub["ratio"].astype(float))
+        layer = f"{sub['layer'].iloc[0]} (depth {sub['depth'].iloc[0]:.0f})"
+        zero = pd.Series(0.0, index=logs.index)
+        if position == "first":
+            c = compare_paired(logs - np.log10(far), zero, **kw)
+            ratio = 10 ** (c.mean + np.log10(far))
+            lo, hi = 10 ** (c.low + np.log10(far)), 10 ** (c.high + np.log10(far))
+            out.append(_claim("Fig. 5", f"the first layer's gradient is at least {far:g}x smaller without "
+                                        "intermediate supervision",
+                              f"{layer}: {ratio:.1f}x smaller without, interval {lo:.1f}x-{hi:.1f}x "
+                              f"({c.confidence:.0%} {c.method}, {c.n} seeds)", c.verdict,
+                              c.why.replace("zero", f"{far:g}x")))
+        else:
+            mean, lo, hi = interval(logs.to_numpy(), kw.get("confidence", 0.95), kw.get("method", "t"))
+            enough, inside = len(logs) >= kw.get("min_seeds", MIN_SEEDS), np.log10(0.5) <= lo and hi <= np.log10(2)
+            why = (f"only {len(logs)} paired seed(s); at least {kw.get('min_seeds', MIN_SEEDS)} are needed"
+                   if not enough else f"the interval lies {'within' if inside else 'beyond'} 0.5x-2x")
+            out.append(_claim("Fig. 5", "near the output, both runs get similar gradients (within 2x)",
+                              f"{layer}: ratio {10 ** mean:.2f}, interval {10 ** lo:.2f}-{10 ** hi:.2f}",
+                              REPRODUCED if enough and inside else NOT_ESTABLISHED, why))
+    return out
 
 
-def _stage_claims(by: pd.DataFrame) -> list[dict]:
+def _stage_claims(by: pd.DataFrame, **kw) -> list[dict]:
     """Fig. 6c: more stages beat one; the curve rises up to about five stages."""
     if by.shape[1] <= 1 or 1 not in by.columns:
         return []
     means = by.mean()
     best = int(means.idxmax())
-    d, se, wins, n = _paired(by[best], by[1])
-    out = [_claim("Fig. 6c", "more stages are more accurate than one",
-                  f"best T = {best}; T={best} − T=1: {d:+.3f} ± {se:.3f} ({wins}/{n} seeds)", d > 0, d, se)]
+    c = compare_paired(by[best], by[1], **kw)
+    out = [_compared("Fig. 6c", "more stages are more accurate than one", f"best T = {best}; T={best} − T=1", c)]
     if max(means.index) >= 5:
-        def within(t):  # within seed noise of the best
-            m, s, _, _ = _paired(by[best], by[t])
-            return t == best or abs(m) <= 2 * s
-        plateau = min(t for t in means.index if within(t))
+        def tied(t):  # the best's interval over T includes zero: not distinguishable from the best
+            d = compare_paired(by[best], by[t], **kw)
+            return t == best or d.low <= 0
+        plateau = min(t for t in means.index if tied(t))
+        ok = plateau >= 4 and c.reproduced
         out.append(_claim("Fig. 6c", "accuracy keeps rising up to about 5 stages",
-                          f"within seed noise of the best from T = {plateau} on", plateau >= 4))
+                          f"from T = {plateau} on, no T is distinguishable from the best (T = {best})",
+                          REPRODUCED if ok else NOT_ESTABLISHED,
+                          "the curve is still rising at T = 3" if ok else
+                          f"it stops rising measurably at T = {plateau}"))
     return out
 
 
-def check_claims(result: AblationResult, threshold: float = 0.2, close: float = 0.75,
-                 far: float = 5.0) -> pd.DataFrame:
+def check_claims(result: AblationResult, threshold: float = 0.2, close: float = 0.75, far: float = 10.0,
+                 confidence: float = 0.95, method: str = "t", min_seeds: int = MIN_SEEDS) -> pd.DataFrame:
     """The paper's claims about intermediate supervision (Fig. 5, 6b, 6c), each checked on
-    ``result``.
+    ``result`` with ``stats.compare_paired``.
 
     Comparisons use the final stage's PCK at ``threshold``, paired by seed (runs with the same
-    seed share their training images and initial weights): the mean difference, its standard
-    error over seeds and in how many seeds it has the claimed sign. A difference larger than two
-    standard errors is "beyond seed noise". "Close" means fine-tuning recovers at least ``close``
-    of the stage-wise -> end-to-end gap; "far smaller" means a first-layer gradient norm at least
-    ``far`` times smaller.
+    seed share their training images and initial weights), with a ``confidence`` interval of the
+    mean difference (``method`` "t" or "bootstrap"). A claim is "reproduced" only when that
+    interval lies on the paper's side (and at least ``min_seeds`` seeds were paired), otherwise
+    "not established". "Close" means the interval of end-to-end − fine-tuned lies below
+    ``1 - close`` of the stage-wise gap; "far smaller" means the first layer's gradient norm
+    ratio with / without intermediate supervision has its interval above ``far``.
 
     Returns:
-        DataFrame with columns figure, claim, measured (text), verdict (text), holds (bool).
+        DataFrame with columns figure, claim, measured (text), verdict ("reproduced" / "not
+        established"), why (one line), holds (verdict == "reproduced").
     """
-    claims = _strategy_claims(_final_stage_by_seed(result.pck, "strategies", "strategy", threshold), close)
-    claims += _gradient_claims(result.gradients, far)
-    claims += _stage_claims(_final_stage_by_seed(result.pck, "stages", "num_stages", threshold))
+    kw = dict(confidence=confidence, method=method, min_seeds=min_seeds)
+    claims = _strategy_claims(_final_stage_by_seed(result.pck, "strategies", "strategy", threshold), close, **kw)
+    claims += _gradient_claims(result.gradients, far, **kw)
+    claims += _stage_claims(_final_stage_by_seed(result.pck, "stages", "num_stages", threshold), **kw)
     return pd.DataFrame(claims, columns=CLAIM_COLUMNS)
