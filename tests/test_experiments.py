@@ -80,6 +80,7 @@ def test_sweep_writes_tidy_tables_one_row_per_run(sweep):
     assert sorted(runs["run_id"]) == ["stages-end_to_end-s1-seed0", "strategies-end_to_end-s2-seed0",
                                       "strategies-no_intermediate-s2-seed0"]
     assert (runs["status"] == "done").all() and runs["trained_now"].all()
+    assert (runs["preset"] == "tiny").all() and runs["batch_norm"].all()  # the tiny preset has BatchNorm
     assert (runs["wall_s"] > 0).all() and runs["pck@0.2"].between(0, 1).all()
     assert runs.set_index("run_id").loc["strategies-end_to_end-s2-seed0", "experiments"] == "strategies;stages"
 

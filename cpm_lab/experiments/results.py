@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..models.cpm import preset_config
 from .plan import RunSpec
 
 RESULT_FILE = "result.json"
@@ -19,8 +20,8 @@ PCK_COLUMNS = ["experiment", "strategy", "num_stages", "seed", "stage", "part", 
                "threshold", "value", "count"]
 GRADIENT_COLUMNS = ["strategy", "num_stages", "seed", "step", "stage", "layer", "depth", "main_path", "norm"]
 HISTOGRAM_COLUMNS = ["strategy", "num_stages", "seed", "step", "layer", "depth", "bin_left", "bin_right", "count"]
-RUN_COLUMNS = ["run_id", "experiments", "strategy", "num_stages", "seed", "steps", "batch_size", "preset", "data",
-               "device", "status", "wall_s", "cpu_s", "train_s", "eval_s", "resumed_from_step", "trained_now",
+RUN_COLUMNS = ["run_id", "experiments", "strategy", "num_stages", "seed", "steps", "batch_size", "preset", "batch_norm",
+               "data", "device", "status", "wall_s", "cpu_s", "train_s", "eval_s", "resumed_from_step", "trained_now",
                "final_loss", "pck@0.1", "pck@0.2", "error", "path"]
 SUMMARY_COLUMNS = ["experiment", "strategy", "num_stages", "stage", "threshold", "mean", "std", "n"]
 
@@ -39,8 +40,9 @@ class AblationResult:
             per-weight gradient-magnitude histograms (zero-count bins left out; bin [0, 1e-10)
             holds exact zeros) of the runs of the "strategies" experiment (the material of
             Fig. 5; of all runs when that experiment was not run). Every run directory has its own.
-        runs: one row per run (``RUN_COLUMNS``): status ("done", "diverged", "failed"), wall
-            time and CPU time of the run's process (s), whether it was trained by this call,
+        runs: one row per run (``RUN_COLUMNS``): its model preset and whether that model has
+            BatchNorm, status ("done", "diverged", "failed"), wall time and CPU time of the run's
+            process (s), whether it was trained by this call,
             final-stage PCK@0.1/0.2, error.
         summary: experiment, strategy, num_stages, stage, threshold, mean, std, n: PCK (part
             "mean") of every stage, mean and sample std over seeds (``summarize``).
@@ -93,9 +95,10 @@ def collect(specs: Sequence[RunSpec], runs_dir: str, results: dict | None = None
         status = res.get("status", "missing")
         rows.append({"run_id": spec.run_id, "experiments": ";".join(spec.experiments), "strategy": spec.strategy,
                      "num_stages": spec.num_stages, "seed": spec.seed, "steps": spec.steps,
-                     "batch_size": spec.batch_size, "preset": spec.preset, "data": spec.data,
-                     "device": res.get("device", spec.device), "status": status, "wall_s": res.get("wall_s"),
-                     "cpu_s": res.get("cpu_s"),
+                     "batch_size": spec.batch_size, "preset": spec.preset,
+                     "batch_norm": preset_config(spec.preset, **dict(spec.model_overrides)).batch_norm,
+                     "data": spec.data, "device": res.get("device", spec.device), "status": status,
+                     "wall_s": res.get("wall_s"), "cpu_s": res.get("cpu_s"),
                      "train_s": res.get("train_s"), "eval_s": res.get("eval_s"),
                      "resumed_from_step": res.get("resumed_from_step", 0), "trained_now": res.get("trained_now", False),
                      "final_loss": res.get("final_loss"), "pck@0.1": res.get("pck@0.1"), "pck@0.2": res.get("pck@0.2"),
