@@ -25,7 +25,7 @@ $(BIN)/python:
 # pulls a multi-GB CUDA build over a working one. Override with e.g. TORCH_SPEC="torch==2.5.1".
 $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -e ".[dev,notebooks]"
+	$(BIN)/python -m pip install -e ".[dev,notebooks,onnx]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -9,6 +9,8 @@ Commands::
     cpm-lab eval  --checkpoint CKPT --data lsp --split test [--protocol lsp|gt-crop] [--joints labelled|visible]
     cpm-lab score --predictions LSP_prediction_model_LSP_6s.mat --data lsp --split test [--out score.csv]
     cpm-lab predict photo.jpg photos/ [--checkpoint tiny-lsp] [--box x0,y0,x1,y1] [--out runs/predict]
+    cpm-lab export --onnx cpm.onnx --checkpoint tiny-lsp [--opset 17]   (cpm_lab.export; the onnx extra)
+    cpm-lab import-caffe pose_iter_395000.caffemodel --out cpm_lsp_caffe.pt   (cpm_lab.caffe_import)
     cpm-lab validate --data lspet                        (every unreadable image and invalid annotation)
     cpm-lab ablate [--quick] [--out data/results] ...   (cpm_lab.cli.ablate, running cpm_lab.experiments)
     cpm-lab demo  [--out runs/demo]                      (cpm_lab.demo)
@@ -32,10 +34,11 @@ Distributed: ``torchrun --nproc_per_node=N -m cpm_lab.cli train ...`` trains wit
 GPUs, gloo on CPU); ``--batch-size`` is the GLOBAL batch, split evenly over the N processes; only
 rank 0 writes files and prints.
 
-Each command lives in its own module of this package (``train``, ``evaluate``, ``ablate``,
-``validate``). Adding a command: write ``add_arguments(parser)`` and ``run(args) -> int`` in a
-module, decorate ``run`` with ``@command("name", "one-line help", add_arguments)`` and import the
-module at the bottom of this file.
+Each command lives in its own module of this package (``train``, ``evaluate``, ``predict``,
+``export``, ``import_caffe``, ``score``, ``ablate``, ``validate``). Adding a command: write
+``add_arguments(parser)`` and ``run(args) -> int`` in a module, decorate ``run`` with
+``@command("name", "one-line help", add_arguments)`` and import the module at the bottom of
+this file.
 
 Exit status and messages (``main``): every fault is ONE line on stderr, never a traceback (set
 ``CPM_LAB_DEBUG=1`` to see one), with the notes an exception carries (e.g. what a stopped
@@ -236,11 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 # The commands register themselves on import; ``--help`` lists them in this order.
 from . import ablate as _ablate  # noqa: E402,F401
 from . import evaluate as _evaluate  # noqa: E402,F401
+from . import export as _export  # noqa: E402,F401
+from . import import_caffe as _import_caffe  # noqa: E402,F401
 from . import predict as _predict  # noqa: E402,F401
 from . import score as _score  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 from . import validate as _validate  # noqa: E402,F401
 
-_HELP_ORDER = ("train", "eval", "predict", "validate", "score", "demo", "ablate")
+_HELP_ORDER = ("train", "eval", "predict", "validate", "score", "export", "import-caffe", "demo", "ablate")
 for _name in sorted(COMMANDS, key=lambda n: _HELP_ORDER.index(n) if n in _HELP_ORDER else len(_HELP_ORDER)):
     COMMANDS[_name] = COMMANDS.pop(_name)
