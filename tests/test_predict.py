@@ -180,3 +180,23 @@ def test_photo_panel_reruns_for_a_new_box_and_feeds_the_explorer(model, photos):
     explorer = BeliefExplorer(model, [panel.item()])
     assert explorer.png().startswith(b"\x89PNG")
     assert "rgb.jpg" in repr(panel) and "box (10, 0, 40, 89)" in repr(panel)
+
+
+def test_large_photos_are_shrunk_with_keypoints_in_original_pixels(model):
+    """A synthetic figure upscaled 8x: predicting on a shrunk copy (max_side) finds the same
+    joints, reported in the original pixels, as predicting at full size."""
+    from cpm_lab.data import SyntheticPoses
+
+    item = SyntheticPoses(4, image_size=128, seed=3)[0]
+    big = torch.nn.functional.interpolate(item["image"][None], scale_factor=8, mode="bilinear")[0].clamp(0, 1)
+    full = predict_image(model, big, scales=(1.0,), max_side=None, keep_beliefs=False)
+    small = predict_image(model, big, scales=(1.0,), max_side=256, keep_beliefs=True)
+    assert full.factor == (1.0, 1.0) and small.factor == (4.0, 4.0) and small.size == (1024, 1024)
+    assert small.image.shape == (3, 256, 256) and small.beliefs[-1].shape[-2:] == (256, 256)
+    # the network saw the same scale either way; the shrunk arg-max is quantised to 4 original px
+    err = (full.keypoints[-1][:, :2] - small.keypoints[-1][:, :2]).norm(dim=-1)
+    assert err.median() <= 6 and small.scales[0] == pytest.approx(full.scales[0])
+    torch.testing.assert_close(small.to_image(small.keypoints[-1][:, :2]) * 4 + 1.5, small.keypoints[-1][:, :2])
+    # never shrunk below twice the input box: a small person in a box keeps full resolution
+    boxed = predict_image(model, big, box=(400, 400, 600, 600), scales=(1.0,), max_side=256, keep_beliefs=False)
+    assert boxed.factor == (1.0, 1.0)

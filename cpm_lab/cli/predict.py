@@ -40,6 +40,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "the image centre and height, as in the LSP test")
     p.add_argument("--scales", type=float_list, default=None,
                    help="scale-search multipliers (default: the official 0.7,0.8,...,1.3)")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="shrink larger photos to this longer side first, never below twice the input box "
+                        "(default 1280; 0 = never; keypoints are always in the original pixels)")
     p.add_argument("--out", help="output folder (default: runs/predict)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--no-png", dest="png", action="store_false", help="write only the JSON files")
@@ -85,7 +88,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ..assets import runs_dir
     from ..files import atomic_write, write_text
-    from ..inference import load_model, predict_image
+    from ..inference import LSP_SCALES, load_model, predict_image
+    from ..inference.photo import MAX_SIDE
     from ..viz.pose import plot_photo_prediction
 
     out = ensure_writable_dir(args.out or str(runs_dir("predict")))
@@ -94,11 +98,15 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"cpm-lab predict: {problem}", file=sys.stderr)
     if not files:
         raise CLIError("cpm-lab predict: no images to run")
+    if args.max_side is not None and args.max_side < 0:
+        raise CLIError(f"--max-side must be >= 0 (0 = never shrink), got {args.max_side}")
+    max_side = MAX_SIDE if args.max_side is None else (args.max_side or None)
     model = load_model(args.checkpoint, device=args.device)
     done = 0
     for path, name in zip(files, output_names(files)):
         try:
-            pred = predict_image(model, path, box=args.box, scales=args.scales or None, keep_beliefs=False)
+            pred = predict_image(model, path, box=args.box, scales=args.scales or LSP_SCALES, keep_beliefs=False,
+                                 max_side=max_side)
         except (ValueError, OSError) as exc:
             problems.append(str(exc))
             print(f"cpm-lab predict: skipped {path}: {exc}", file=sys.stderr)

@@ -183,6 +183,7 @@ def plot_photo_prediction(prediction, stages: Sequence[int] | None = None, size:
     fig, axes = plt.subplots(1, len(stages), figsize=(size * len(stages), size * aspect + 0.9), squeeze=False)
     for ax, s in zip(axes[0], stages):
         kp = to_numpy(prediction.keypoints[s - 1]).copy()
+        kp[:, :2] = to_numpy(prediction.to_image(kp[:, :2]))   # onto the (possibly shrunk) image
         conf = kp[:, 2].copy()
         kp[:, 2] = 1
         show_pose(ax, img, prediction=None)
@@ -190,7 +191,7 @@ def plot_photo_prediction(prediction, stages: Sequence[int] | None = None, size:
         ax.scatter(kp[:, 0], kp[:, 1], s=16, c=[(1, 1, 1, float(np.clip(a, 0.15, 1))) for a in conf],
                    edgecolors="black", linewidths=0.6, zorder=3)
         if prediction.box is not None:
-            bx0, by0, bx1, by1 = prediction.box
+            (bx0, by0), (bx1, by1) = to_numpy(prediction.to_image([prediction.box[:2], prediction.box[2:]]))
             ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False, ls=":", lw=1.0, ec="white"))
         ax.set_title(f"stage {s} (mean confidence {conf.mean():.2f})", fontsize=9)
     if title:
