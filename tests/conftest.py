@@ -33,6 +33,14 @@ def datasets_root() -> Path:
 
 
 @pytest.fixture
+def restore_threads():
+    """Put torch's thread count back after a test whose commands set it (``--threads``)."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def one_thread():
     """Tiny models on a shared CPU run far faster on one thread (no OpenMP barrier stalls)."""
     n = torch.get_num_threads()

@@ -28,11 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--threads", "1", "--no-progress", "--batch-size", "2", "--eval-size", "4"]
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # conftest: commands set torch's thread count
 
 
 def run(capsys, *argv):

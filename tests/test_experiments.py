@@ -30,11 +30,7 @@ TINY = dict(preset="tiny", data="synthetic:easy", strategies=("end_to_end", "no_
             progress=False, grad_every=1, checkpoint_every=2, threads=1)
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # conftest: commands set torch's thread count
 
 
 @pytest.fixture(scope="module")

@@ -37,12 +37,7 @@ from cpm_lab.files import LOCK_NAME, output_lock
 from cpm_lab.models.cpm import CPM
 from cpm_lab.train import TrainConfig, Trainer, read_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # conftest: commands set torch's thread count
 
 
 # ================================================================================================

@@ -88,3 +88,24 @@ def test_official_predictions_give_the_papers_numbers(datasets_root, name, tmp_p
     assert f"{mean:.2f}" in printed
     if per_joint is not None:
         np.testing.assert_allclose(100 * wide["PCK@0.2"].iloc[:14].to_numpy(), per_joint, atol=0.1)
+
+
+@pytest.mark.slow
+def test_shipped_real_data_model_scores_what_the_readme_says(datasets_root):
+    """README "Real-data benchmark (LSP, the paper's protocol)": the shipped tiny-lsp on the
+    official LSP test, per stage, and the statements made about its per-joint table."""
+    from cpm_lab.data.specs import make_dataset
+    from cpm_lab.inference import evaluate_protocol, load_model
+    from cpm_lab.metrics import part_table, pck_table
+
+    if not (datasets_root / "lsp" / "joints.mat").is_file():
+        pytest.skip(f"LSP not found under {datasets_root}")
+    model = load_model("tiny-lsp", device="cpu")
+    table = evaluate_protocol(model, make_dataset(f"lsp:{datasets_root / 'lsp'}", 64, split="test"), device="cpu")
+    stages = pck_table(table, (0.1, 0.2))
+    np.testing.assert_allclose(stages["PCK@0.2 (torso)"].to_numpy(), [0.352, 0.492, 0.535, 0.557], atol=0.0015)
+    np.testing.assert_allclose(stages["PCK@0.1 (torso)"].to_numpy(), [0.167, 0.216, 0.243, 0.269], atol=0.0015)
+    gains = np.diff(stages["PCK@0.2 (torso)"].to_numpy())
+    assert (gains > 0).all() and gains.argmax() == 0      # each stage adds; the biggest step is 1 -> 2
+    parts = part_table(table, (0.2,)).drop(index="mean")["PCK@0.2"].sort_values()
+    assert set(parts.index[-2:]) == {"neck", "head_top"} and set(parts.index[:2]) == {"r_wrist", "l_wrist"}

@@ -19,7 +19,7 @@ from ..files import save_figure
 from ..train.phases import STRATEGY_LABELS
 from ..viz import ablation as vz
 from .plan import NORMALIZE, THRESHOLDS, RunSpec
-from .results import AblationResult, gradient_summary
+from .results import AblationResult, geomean, gradient_summary
 from .stats import MIN_SEEDS, NOT_ESTABLISHED, REPRODUCED, PairedDifference, compare_paired, interval
 
 
@@ -253,7 +253,7 @@ def first_layer_ratios(gradients: pd.DataFrame, strategies: Sequence[str] = ("en
     rows = []
     for position, depth in ends.items():
         sub = g[g["depth"] == depth]
-        typical = sub.groupby(["seed", "strategy"])["norm"].apply(lambda v: float(np.exp(np.log(v).mean())))
+        typical = sub.groupby(["seed", "strategy"])["norm"].apply(geomean)
         wide = typical.unstack("strategy").reindex(columns=list(strategies))
         wide["ratio"] = wide[strategies[0]] / wide[strategies[1]]
         wide["layer"], wide["depth"], wide["position"] = sub["layer"].iloc[0], depth, position

@@ -153,7 +153,8 @@ def summarize(pck, part: str = "mean", metric: str = "pck"):
     return out.reindex(columns=SUMMARY_COLUMNS)
 
 
-def _geomean(x):
+def geomean(x) -> float:
+    """Geometric mean of the finite positive values of x (nan if none)."""
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x) & (x > 0)]
     return float(np.exp(np.log(x).mean())) if len(x) else float("nan")
@@ -178,8 +179,8 @@ def gradient_summary(gradients, strategies: Sequence[str] = ("end_to_end", "no_i
     g = g[g["num_stages"] == num_stages]
     if skip_first:
         g = g[g["step"] > 1]
-    per_seed = g.groupby(["strategy", "seed", "layer"], sort=False)["norm"].apply(_geomean).reset_index()
-    typical = per_seed.groupby(["strategy", "layer"])["norm"].apply(_geomean).unstack("strategy")
+    per_seed = g.groupby(["strategy", "seed", "layer"], sort=False)["norm"].apply(geomean).reset_index()
+    typical = per_seed.groupby(["strategy", "layer"])["norm"].apply(geomean).unstack("strategy")
     meta = g.drop_duplicates("layer").set_index("layer")[["stage", "depth", "main_path"]]
     out = meta.join(typical, how="left").reset_index()
     for s in strategies:

@@ -17,6 +17,7 @@ from .pose import (
     plot_stage_beliefs,
     sample_grid,
     show_pose,
+    side_handles,
     side_key,
 )
 from .pose_machine import plot_feature_importance, plot_part_confusion, plot_stage_comparison
@@ -24,7 +25,7 @@ from .pose_machine_features import plot_context_features, plot_feature_grid
 from .receptive import ReceptiveFieldExplorer
 from .training import LiveTrainingPlot, draw_history, plot_history
 
-__all__ = ["BeliefExplorer", "Occluder", "PhotoPanel", "plot_photo_prediction", "side_key",
+__all__ = ["BeliefExplorer", "Occluder", "PhotoPanel", "plot_photo_prediction", "side_handles", "side_key",
            "draw_skeleton", "overlay_beliefs", "plot_cost",
            "plot_effective_receptive_field", "plot_erf_mass", "plot_gradient_histograms",
            "plot_gradient_norm_by_depth", "plot_gradient_norms", "plot_receptive_fields",

@@ -158,13 +158,17 @@ def plot_stage_beliefs(image, stage_beliefs: Sequence, part: int | str = "all", 
     return fig
 
 
-def side_key(ax_or_fig, loc: str = "lower center", **kw):
-    """The colour key of ``draw_skeleton``: the person's right limbs, left limbs, centre line."""
+def side_handles() -> list:
+    """Legend handles of ``draw_skeleton``'s colours: the person's right limbs, left limbs, centre line."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=c, lw=2.5, label=f"person's {side}" if side != "centre" else "centre")
-               for side, c in skeleton.SIDE_COLORS.items()]
-    return ax_or_fig.legend(handles=handles, loc=loc, ncol=3, fontsize=8, frameon=False, **kw)
+    return [Line2D([], [], color=c, lw=2.5, label=f"person's {side}" if side != "centre" else "centre")
+            for side, c in skeleton.SIDE_COLORS.items()]
+
+
+def side_key(ax_or_fig, loc: str = "lower center", **kw):
+    """Draw the colour key (``side_handles``) as a legend on an axes or figure."""
+    return ax_or_fig.legend(handles=side_handles(), loc=loc, ncol=3, fontsize=8, frameon=False, **kw)
 
 
 def plot_photo_prediction(prediction, stages: Sequence[int] | None = None, size: float = 3.0,
