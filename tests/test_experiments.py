@@ -53,6 +53,27 @@ def test_default_plan_shares_the_end_to_end_run_and_orders_by_seed():
     assert {r.num_stages for r in runs if "stages" in r.experiments} == {1, 2, 3, 4, 5, 6}
 
 
+def test_normalisation_plan_runs_each_setting_with_and_without_intermediate_supervision():
+    runs = plan_runs("ablation", experiments=("strategies", "normalisation"), seeds=(0, 1), strategy_stages=6,
+                     model_overrides={"input_size": 64}, train_overrides={"lr": 5e-4})
+    ids = [r.run_id for r in runs]
+    assert len(ids) == len(set(ids)) == 2 * (4 + 3 * 2)  # 4 strategies (2 shared) + 3 settings x 2
+    by_id = {r.run_id: r for r in runs}
+    shared = by_id["strategies-end_to_end-s6-seed0"]
+    assert shared.experiments == ("strategies", "normalisation") and shared.setting == "preset"
+    bn_adam = by_id["normalisation-batchnorm+adam-no_intermediate-s6-seed1"]
+    assert dict(bn_adam.model_overrides) == {"input_size": 64, "batch_norm": True}
+    assert dict(bn_adam.train_overrides)["optimizer"] == "adam" and dict(bn_adam.train_overrides)["lr"] == 1e-3
+    assert dict(by_id["normalisation-batchnorm-end_to_end-s6-seed0"].train_overrides) == {"lr": 5e-4}
+    # the label is not part of the identity; the overrides are
+    assert "setting" not in shared.settings() and bn_adam.settings() != by_id[
+        "normalisation-adam-no_intermediate-s6-seed1"].settings()
+    # the default sweep of a preset: its own stages for the strategies, 5 seeds for "ablation"
+    default = ex.ablation_plan("ablation")
+    assert {r.num_stages for r in default if "strategies" in r.experiments} == {6}
+    assert {r.seed for r in default} == {0, 1, 2, 3, 4} and not [r for r in default if r.setting != "preset"]
+
+
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(strategies=("end_to_end", "nope")), "unknown strategy 'nope'"),
     (dict(stages=(0, 1)), "stages must be integers >= 1"),
@@ -111,7 +132,9 @@ def test_sweep_writes_tidy_tables_one_row_per_run(sweep):
     assert totals.groupby(["strategy", "num_stages", "layer"]).nunique().eq(1).all()
 
     s = res.summary
-    assert set(s.columns) == {"experiment", "strategy", "num_stages", "stage", "threshold", "mean", "std", "n"}
+    assert set(s.columns) == {"experiment", "setting", "strategy", "num_stages", "stage", "threshold", "mean", "std",
+                              "n"}
+    assert set(s["setting"]) == set(pck["setting"]) == set(g["setting"]) == {"preset"}
     assert (s["n"] == 1).all() and s["std"].isna().all()  # one seed: no spread
     assert len(res.final_stage(0.2)) == 4  # strategies: 2 strategies x s2; stages: s1, s2
     for name in ("pck.csv", "gradients.csv", "histograms.csv", "runs.csv", "summary.csv", "summary.md",
@@ -356,6 +379,75 @@ def _hand_made_result(e2e, others, ratios=(20.0, 1.0)):
     grads = pd.DataFrame(grads, columns=GRADIENT_COLUMNS)
     return ex.AblationResult(pck=pck, gradients=grads, histograms=pd.DataFrame(columns=HISTOGRAM_COLUMNS),
                              runs=pd.DataFrame(columns=RUN_COLUMNS), summary=ex.summarize(pck), out_dir="")
+
+
+def test_normalisation_sweep_writes_a_setting_column_table_and_figure(tmp_path):
+    kw = {**TINY, "preset": "ablation", "experiments": ("normalisation",), "seeds": (0, 1),
+          "model_overrides": {"input_size": 64}}
+    res = run_ablation(tmp_path, figures=True, **kw)
+    runs = res.runs.set_index("run_id")
+    assert len(runs) == 2 * 4 * 2 and (runs["status"] == "done").all()
+    assert runs.loc["normalisation-batchnorm-end_to_end-s2-seed0", "batch_norm"] == True  # noqa: E712
+    assert runs.loc["normalisation-end_to_end-s2-seed0", "batch_norm"] == False  # noqa: E712
+    for table in (res.pck, res.gradients, res.histograms):
+        assert set(table["setting"]) == {"preset", "batchnorm", "adam", "batchnorm+adam"}
+    t = ex.normalisation_table(res)
+    assert t["setting"].tolist() == ["preset", "batchnorm", "adam", "batchnorm+adam"] and (t["n"] == 2).all()
+    assert t["optimizer"].tolist() == ["sgd", "sgd", "adam", "adam"]
+    assert (tmp_path / "normalisation.png").stat().st_size > 0 and "normalisation" in res.figures
+    manifest = json.loads((tmp_path / "MANIFEST.json").read_text())["settings"]
+    assert manifest["experiments"] == ["normalisation"] and len(manifest["normalisation_settings"]) == 4
+    back = load_results(tmp_path)
+    pd.testing.assert_frame_equal(ex.normalisation_table(back), t, check_dtype=False, rtol=1e-3)  # CSV: 4 digits
+
+
+def _normalisation_result(benefits: dict[str, list[float]], ratios: dict[str, float]) -> ex.AblationResult:
+    """Hand-made results of the normalisation experiment: final-stage PCK@0.2 0.6 without
+    intermediate supervision and 0.6 + benefit with it, per seed; first-layer gradient norm
+    1 with and 1 / ratio without (x 1.1 / 0.9 in alternate seeds)."""
+    rows, grads = [], []
+    for setting, values in benefits.items():
+        for seed, b in enumerate(values):
+            for strategy, v in (("end_to_end", 0.6 + b), ("no_intermediate", 0.6)):
+                rows.append(dict(experiment="normalisation", setting=setting, strategy=strategy, num_stages=6,
+                                 seed=seed, stage=6, part="mean", metric="pck", normalize="torso", threshold=0.2,
+                                 value=v, count=100))
+                wobble = 1.1 if seed % 2 else 0.9
+                for layer, depth in (("stage1.conv1", 1), ("stage6.conv5", 30)):
+                    hit = strategy == "no_intermediate" and layer == "stage1.conv1"
+                    norm = 1 / (ratios[setting] * wobble) if hit else 1.0
+                    grads.append(dict(setting=setting, strategy=strategy, num_stages=6, seed=seed, step=2, stage=1,
+                                      layer=layer, depth=depth, main_path=True, norm=norm))
+    pck = pd.DataFrame(rows, columns=PCK_COLUMNS)
+    runs = pd.DataFrame([dict(run_id=f"normalisation-{s}", setting=s, preset="ablation", status="done")
+                         for s in benefits], columns=RUN_COLUMNS)
+    return ex.AblationResult(pck=pck, gradients=pd.DataFrame(grads, columns=GRADIENT_COLUMNS),
+                             histograms=pd.DataFrame(columns=HISTOGRAM_COLUMNS), runs=runs,
+                             summary=ex.summarize(pck), out_dir="")
+
+
+def test_normalisation_table_measures_the_benefit_and_its_shrinking():
+    result = _normalisation_result({"preset": [0.10, 0.12, 0.09, 0.11, 0.10],
+                                    "batchnorm": [0.01, -0.01, 0.02, 0.00, 0.01],
+                                    "adam": [0.10, 0.11, 0.08, 0.12, 0.10]},
+                                   {"preset": 1000.0, "batchnorm": 2.0, "adam": 50.0})
+    t = ex.normalisation_table(result).set_index("setting")
+    assert list(t.index) == ["preset", "batchnorm", "adam"]
+    assert t.loc["preset", "batch_norm"] == False and t.loc["batchnorm", "batch_norm"] == True  # noqa: E712
+    assert t.loc["preset", "optimizer"] == "sgd" and t.loc["adam", "optimizer"] == "adam"
+    assert t.loc["preset", "benefit_verdict"] == "reproduced" and t.loc["batchnorm", "benefit_verdict"] != "reproduced"
+    assert t.loc["preset", "benefit"] == pytest.approx(0.104) and t.loc["preset", "with"] == pytest.approx(0.704)
+    # BatchNorm shrinks the benefit measurably; Adam does not (a tie is not established)
+    assert t.loc["batchnorm", "shrink_verdict"] == "reproduced" and t.loc["batchnorm", "shrink"] == pytest.approx(0.098)
+    assert t.loc["adam", "shrink_verdict"] == "not established" and np.isnan(t.loc["preset", "shrink"])
+    assert t.loc["preset", "first_layer_ratio"] == pytest.approx(1000, rel=0.05)
+    assert t.loc["batchnorm", "ratio_low"] < 2 < t.loc["batchnorm", "ratio_high"]
+    md = ex.summary_markdown(result)
+    assert "Normalisation and optimiser contrast" in md and "| batchnorm | yes | sgd |" in md
+    # Fig. 5 is checked on the preset's own runs, whichever experiment made them; no Fig. 6 rows
+    claims = ex.check_claims(result)
+    assert set(claims["figure"]) == {"Fig. 5"}
+    assert claims.iloc[0]["measured"].startswith("stage1.conv1 (depth 1): 975.2x smaller without")
 
 
 def test_check_claims_on_hand_made_results():

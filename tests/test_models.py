@@ -106,6 +106,20 @@ def test_gaussian_init_gives_every_conv_std_0_01_and_zero_bias():
     assert he[0].weight.std().item() > 0.05  # He-normal: sqrt(2 / (3 * 9 * 9)) = 0.09
 
 
+def test_lecun_init_gives_every_conv_std_one_over_sqrt_fan_in():
+    torch.manual_seed(0)
+    model = CPM.from_preset("ablation")
+    assert model.config.init == "lecun" and not model.config.batch_norm
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert not [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in convs:
+        want = (m.in_channels * m.kernel_size[0] * m.kernel_size[1]) ** -0.5
+        assert abs(m.weight.std().item() / want - 1) < 5 / (2 * m.weight.numel()) ** 0.5, m
+        assert torch.count_nonzero(m.bias) == 0
+    # at the official 9x9 convs on 128 channels it is the official std 0.01 (to 2%)
+    assert abs((128 * 9 * 9) ** -0.5 / 0.01 - 1) < 0.02
+
+
 def test_stage1_dropout_only_when_asked_and_only_in_train_mode():
     torch.manual_seed(0)
     plain = CPM.from_preset("paper", dropout=0.0, **PAPER_NARROW)

@@ -60,7 +60,7 @@ def _jobs(text: str):
 
 def _arguments(p) -> None:
     """Arguments of ``cpm-lab ablate`` (an argparse parser)."""
-    from ..experiments import EXPERIMENTS
+    from ..experiments import DEFAULT_EXPERIMENTS
     from ..models.cpm import PRESETS
 
     p.add_argument("--out", default="runs/ablation", help="folder of the tables, figures and manifest "
@@ -72,9 +72,12 @@ def _arguments(p) -> None:
     p.add_argument("--seeds", type=_int_list, help="seeds, e.g. 0,1,2 (default) or 0-4")
     p.add_argument("--stages", type=_int_list, help="numbers of stages of the stage sweep, e.g. 1-6 (default)")
     p.add_argument("--strategies", type=_strategy_list, help="comma-separated training strategies (default: all)")
-    p.add_argument("--strategy-stages", type=positive_int, default=3, help="stages of the strategies experiment (3)")
+    p.add_argument("--strategy-stages", type=positive_int,
+                   help="stages of the strategies and normalisation experiments (default: the preset's)")
     p.add_argument("--experiments", type=lambda t: [e.strip() for e in t.split(",") if e.strip()],
-                   default=list(EXPERIMENTS), help="strategies,stages (default: both)")
+                   default=list(DEFAULT_EXPERIMENTS),
+                   help="comma-separated subset of strategies,stages,normalisation (default: strategies,stages; "
+                        "normalisation adds BatchNorm and/or Adam runs with and without intermediate supervision)")
     p.add_argument("--steps", type=positive_int,
                    help="optimiser steps of every run (default: the preset's ablation budget, tiny 250; quick 60)")
     p.add_argument("--batch-size", type=positive_int, help="batch size of every run (tiny: 8)")

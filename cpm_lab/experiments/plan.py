@@ -10,7 +10,21 @@ from ..models.cpm import PRESETS
 from ..train.phases import STRATEGIES, plan_phases
 from ..utils import resolve_device
 
-EXPERIMENTS = ("strategies", "stages")
+EXPERIMENTS = ("strategies", "stages", "normalisation")
+#: What a sweep runs unless told otherwise (the normalisation contrast is asked for by name).
+DEFAULT_EXPERIMENTS = ("strategies", "stages")
+#: The contrast experiment: end-to-end training with and without intermediate supervision, under
+#: the preset's own recipe ("preset") and with modern normalisation and/or an adaptive optimiser.
+#: Each setting is a pair of overrides (CPMConfig fields, TrainConfig fields) applied on top of
+#: the preset and of the sweep's own overrides. Adam runs at its usual lr 1e-3, cosine schedule.
+NORMALISATION_SETTINGS: dict[str, tuple[dict, dict]] = {
+    "preset": ({}, {}),
+    "batchnorm": ({"batch_norm": True}, {}),
+    "adam": ({}, {"optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "weight_decay": 0.0}),
+    "batchnorm+adam": ({"batch_norm": True}, {"optimizer": "adam", "lr": 1e-3, "schedule": "cosine",
+                                              "weight_decay": 0.0}),
+}
+NORMALISATION_STRATEGIES = ("end_to_end", "no_intermediate")
 #: PCK thresholds (fractions of the torso diagonal) evaluated for every stage of every run.
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2)
 NORMALIZE = "torso"
@@ -21,6 +35,7 @@ NORMALIZE = "torso"
 #: 22 min wall on a 2-core machine shared with other jobs). "paper" is for a GPU and real data.
 ABLATION_BUDGETS: dict[str, dict] = {
     "tiny": dict(steps=250, batch_size=8, eval_size=256),
+    "ablation": dict(steps=3000, batch_size=8, eval_size=256, seeds=(0, 1, 2, 3, 4)),
     "small": dict(steps=2000, batch_size=16, eval_size=512),
     "paper": dict(steps=100_000, batch_size=16, eval_size=None),
 }
@@ -33,8 +48,9 @@ class RunSpec:
     """One training run of the ablation: everything that determines its result.
 
     ``experiments`` lists the experiments the run belongs to (the first names its directory).
-    ``train_overrides`` / ``model_overrides`` are extra ``TrainConfig`` / ``CPMConfig`` fields
-    as sorted (name, value) pairs.
+    ``setting`` names the ``NORMALISATION_SETTINGS`` entry whose overrides are already merged
+    into ``train_overrides`` / ``model_overrides`` (extra ``TrainConfig`` / ``CPMConfig`` fields
+    as sorted (name, value) pairs); "preset" = none.
     """
 
     experiments: tuple[str, ...]
@@ -52,15 +68,18 @@ class RunSpec:
     checkpoint_every: int
     train_overrides: tuple = ()
     model_overrides: tuple = ()
+    setting: str = "preset"
 
     @property
     def run_id(self) -> str:
-        return f"{self.experiments[0]}-{self.strategy}-s{self.num_stages}-seed{self.seed}"
+        setting = "" if self.setting == "preset" else f"{self.setting}-"
+        return f"{self.experiments[0]}-{setting}{self.strategy}-s{self.num_stages}-seed{self.seed}"
 
     def settings(self) -> dict:
         """The settings a finished run must share with a request to be reused (JSON-able)."""
         d = asdict(self)
-        for k in ("experiments", "device", "checkpoint_every"):  # do not change the result
+        # the label does not change the result (its overrides do, and they are kept)
+        for k in ("experiments", "device", "checkpoint_every", "setting"):
             d.pop(k)
         d["train_overrides"] = [list(kv) for kv in self.train_overrides]
         d["model_overrides"] = [list(kv) for kv in self.model_overrides]
@@ -89,7 +108,7 @@ def _as_int_tuple(values, name: str, minimum: int) -> tuple[int, ...]:
 def plan_runs(preset: str = "tiny", data: str = "synthetic", strategies: Sequence[str] | None = None,
               stages: Sequence[int] = (1, 2, 3, 4, 5, 6), seeds: Sequence[int] = (0, 1, 2),
               steps: int = 150, batch_size: int = 16, strategy_stages: int = 3,
-              experiments: Sequence[str] = EXPERIMENTS, eval_size: int | None = 256, eval_seed: int = 0,
+              experiments: Sequence[str] = DEFAULT_EXPERIMENTS, eval_size: int | None = 256, eval_seed: int = 0,
               device: str = "auto", grad_every: int | None = None, checkpoint_every: int | None = None,
               finetune_fraction: float = 0.5, train_overrides: dict | None = None,
               model_overrides: dict | None = None) -> list[RunSpec]:
@@ -122,8 +141,9 @@ def plan_runs(preset: str = "tiny", data: str = "synthetic", strategies: Sequenc
         raise ValueError(f"strategy_stages must be a positive integer, got {strategy_stages!r}")
     if eval_size is not None and (not isinstance(eval_size, int) or eval_size < 1):
         raise ValueError(f"eval_size must be a positive integer or None, got {eval_size!r}")
-    if "strategies" in experiments:
-        for s in strategies:
+    if "strategies" in experiments or "normalisation" in experiments:
+        for s in set(strategies if "strategies" in experiments else ()) | set(
+                NORMALISATION_STRATEGIES if "normalisation" in experiments else ()):
             try:
                 plan_phases(s, strategy_stages, steps, finetune_fraction)
             except ValueError as exc:
@@ -140,19 +160,29 @@ def plan_runs(preset: str = "tiny", data: str = "synthetic", strategies: Sequenc
         raise ValueError("model_overrides may not set num_stages: use stages / strategy_stages")
     common = dict(preset=preset, data=data, steps=steps, batch_size=batch_size, eval_size=eval_size,
                   eval_seed=int(eval_seed), device=device, grad_every=int(grad_every),
-                  checkpoint_every=int(checkpoint_every), train_overrides=tuple(sorted(to.items())),
-                  model_overrides=tuple(sorted(mo.items())))
+                  checkpoint_every=int(checkpoint_every))
+
+    def overrides(setting: str) -> dict:
+        model, train = NORMALISATION_SETTINGS[setting]
+        return dict(setting=setting, train_overrides=tuple(sorted({**to, **train}.items())),
+                    model_overrides=tuple(sorted({**mo, **model}.items())))
+
     runs: list[RunSpec] = []
     for seed in seeds:
-        wanted: dict[tuple[str, int], list[str]] = {}
+        wanted: dict[tuple[str, str, int], list[str]] = {}
         if "strategies" in experiments:
             for s in strategies:
-                wanted.setdefault((s, strategy_stages), []).append("strategies")
+                wanted.setdefault(("preset", s, strategy_stages), []).append("strategies")
         if "stages" in experiments:
             for t in stages:
-                wanted.setdefault(("end_to_end", t), []).append("stages")
-        seed_runs = [RunSpec(experiments=tuple(exps), strategy=strategy, num_stages=t, seed=seed, **common)
-                     for (strategy, t), exps in wanted.items()]
+                wanted.setdefault(("preset", "end_to_end", t), []).append("stages")
+        if "normalisation" in experiments:
+            for setting in NORMALISATION_SETTINGS:
+                for s in NORMALISATION_STRATEGIES:
+                    wanted.setdefault((setting, s, strategy_stages), []).append("normalisation")
+        seed_runs = [RunSpec(experiments=tuple(exps), strategy=strategy, num_stages=t, seed=seed, **common,
+                             **overrides(setting))
+                     for (setting, strategy, t), exps in wanted.items()]
         runs += sorted(seed_runs, key=relative_cost, reverse=True)
     return runs
 
@@ -170,13 +200,14 @@ def relative_cost(spec: RunSpec) -> float:
 
 def ablation_plan(preset: str = "tiny", data: str = "synthetic", strategies: Sequence[str] | None = None,
                   stages: Sequence[int] | None = None, seeds: Sequence[int] | None = None, steps: int | None = None,
-                  *, quick: bool = False, batch_size: int | None = None, strategy_stages: int = 3,
-                  experiments: Sequence[str] = EXPERIMENTS, eval_size: int | None | str = "auto",
+                  *, quick: bool = False, batch_size: int | None = None, strategy_stages: int | None = None,
+                  experiments: Sequence[str] = DEFAULT_EXPERIMENTS, eval_size: int | None | str = "auto",
                   eval_seed: int = 0, device: str = "auto", grad_every: int | None = None,
                   checkpoint_every: int | None = None, train_overrides: dict | None = None,
                   model_overrides: dict | None = None) -> list[RunSpec]:
     """The runs ``run_ablation`` makes for the same arguments: what is not given comes from the
-    preset's budget (``ABLATION_BUDGETS``), or ``QUICK`` with ``quick=True``."""
+    preset's budget (``ABLATION_BUDGETS``), or ``QUICK`` with ``quick=True``; the strategies and
+    normalisation experiments use the preset's number of stages unless ``strategy_stages`` says."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     budget = dict(ABLATION_BUDGETS.get(preset, ABLATION_BUDGETS["small"]))
@@ -188,6 +219,8 @@ def ablation_plan(preset: str = "tiny", data: str = "synthetic", strategies: Seq
     if eval_size == "auto" or (eval_size is not None and not isinstance(eval_size, int)):
         raise ValueError(f"eval_size must be 'auto', None or a positive integer, got {eval_size!r}")
     dev = resolve_device(device)
+    if strategy_stages is None:
+        strategy_stages = PRESETS[preset].num_stages
     overrides = dict(train_overrides or {})
     return plan_runs(preset, data, strategies, budget.get("stages", (1, 2, 3, 4, 5, 6)) if stages is None else stages,
                      budget.get("seeds", (0, 1, 2)) if seeds is None else seeds,

@@ -16,27 +16,33 @@ from .plan import RunSpec
 RESULT_FILE = "result.json"
 FINISHED = ("done", "diverged")  # a run in one of these states is never trained again
 
-PCK_COLUMNS = ["experiment", "strategy", "num_stages", "seed", "stage", "part", "metric", "normalize", "joints",
-               "threshold", "value", "count"]
-GRADIENT_COLUMNS = ["strategy", "num_stages", "seed", "step", "stage", "layer", "depth", "main_path", "norm"]
-HISTOGRAM_COLUMNS = ["strategy", "num_stages", "seed", "step", "layer", "depth", "bin_left", "bin_right", "count"]
-RUN_COLUMNS = ["run_id", "experiments", "strategy", "num_stages", "seed", "steps", "batch_size", "preset", "batch_norm",
-               "data", "device", "status", "wall_s", "cpu_s", "train_s", "eval_s", "resumed_from_step", "trained_now",
-               "final_loss", "pck@0.1", "pck@0.2", "error", "path"]
-SUMMARY_COLUMNS = ["experiment", "strategy", "num_stages", "stage", "threshold", "mean", "std", "n"]
+PCK_COLUMNS = ["experiment", "setting", "strategy", "num_stages", "seed", "stage", "part", "metric", "normalize",
+               "joints", "threshold", "value", "count"]
+GRADIENT_COLUMNS = ["setting", "strategy", "num_stages", "seed", "step", "stage", "layer", "depth", "main_path",
+                    "norm"]
+HISTOGRAM_COLUMNS = ["setting", "strategy", "num_stages", "seed", "step", "layer", "depth", "bin_left", "bin_right",
+                     "count"]
+RUN_COLUMNS = ["run_id", "experiments", "setting", "strategy", "num_stages", "seed", "steps", "batch_size", "preset",
+               "batch_norm", "data", "device", "status", "wall_s", "cpu_s", "train_s", "eval_s", "resumed_from_step",
+               "trained_now", "final_loss", "pck@0.1", "pck@0.2", "error", "path"]
+SUMMARY_COLUMNS = ["experiment", "setting", "strategy", "num_stages", "stage", "threshold", "mean", "std", "n"]
 
 
 @dataclass
 class AblationResult:
     """What ``run_ablation`` returns (and ``load_results`` reads back from ``out_dir``).
 
+    Every table has a ``setting`` column: the ``NORMALISATION_SETTINGS`` entry of the run
+    ("preset" = the preset's own recipe; the strategies and stages experiments only use that).
+
     Attributes:
-        pck: experiment, strategy, num_stages, seed, stage, part, metric ("pck", "auc", "epe"),
-            normalize, threshold, value, count: the held-out metrics of every stage of every
-            finished run (a run shared by both experiments appears under each).
-        gradients: strategy, num_stages, seed, step, stage, layer, depth, main_path, norm: L2
-            gradient norms per conv layer and per stage (``layer == "stage{t}"``, depth <NA>).
-        histograms: strategy, num_stages, seed, step, layer, depth, bin_left, bin_right, count:
+        pck: experiment, setting, strategy, num_stages, seed, stage, part, metric ("pck", "auc",
+            "epe"), normalize, threshold, value, count: the held-out metrics of every stage of
+            every finished run (a run shared by several experiments appears under each).
+        gradients: setting, strategy, num_stages, seed, step, stage, layer, depth, main_path,
+            norm: L2 gradient norms per conv layer and per stage (``layer == "stage{t}"``, depth
+            <NA>).
+        histograms: setting, strategy, num_stages, seed, step, layer, depth, bin_left, bin_right, count:
             per-weight gradient-magnitude histograms (zero-count bins left out; bin [0, 1e-10)
             holds exact zeros) of the runs of the "strategies" experiment (the material of
             Fig. 5; of all runs when that experiment was not run). Every run directory has its own.
@@ -44,7 +50,7 @@ class AblationResult:
             BatchNorm, status ("done", "diverged", "failed"), wall time and CPU time of the run's
             process (s), whether it was trained by this call,
             final-stage PCK@0.1/0.2, error.
-        summary: experiment, strategy, num_stages, stage, threshold, mean, std, n: PCK (part
+        summary: experiment, setting, strategy, num_stages, stage, threshold, mean, std, n: PCK (part
             "mean") of every stage, mean and sample std over seeds (``summarize``).
         out_dir: where the files are; figures: name -> PNG path; manifest: MANIFEST.json content.
     """
@@ -59,16 +65,22 @@ class AblationResult:
     manifest: dict = field(default_factory=dict)
 
     def final_stage(self, threshold: float = 0.2):
-        """Final-stage PCK rows of ``summary`` at ``threshold`` (one row per experiment/model)."""
+        """Final-stage PCK rows of ``summary`` at ``threshold`` (one row per experiment, setting
+        and model)."""
         s = self.summary
         return s[(s["stage"] == s["num_stages"]) & (s["threshold"] == float(threshold))].reset_index(drop=True)
 
 
 def _read_csv(path: str, columns: list[str]):
+    """A table of ``columns``; one written before the ``setting`` column existed gets "preset"."""
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return pd.DataFrame(columns=columns)
     df = pd.read_csv(path)
-    return df if len(df.columns) else pd.DataFrame(columns=columns)
+    if not len(df.columns):
+        return pd.DataFrame(columns=columns)
+    if "setting" in columns and "setting" not in df.columns:
+        df.insert(0, "setting", "preset")
+    return df
 
 
 def _concat(frames, columns: list[str]):
@@ -93,7 +105,8 @@ def collect(specs: Sequence[RunSpec], runs_dir: str, results: dict | None = None
             except (OSError, json.JSONDecodeError):
                 res = {"status": "missing"}
         status = res.get("status", "missing")
-        rows.append({"run_id": spec.run_id, "experiments": ";".join(spec.experiments), "strategy": spec.strategy,
+        rows.append({"run_id": spec.run_id, "experiments": ";".join(spec.experiments), "setting": spec.setting,
+                     "strategy": spec.strategy,
                      "num_stages": spec.num_stages, "seed": spec.seed, "steps": spec.steps,
                      "batch_size": spec.batch_size, "preset": spec.preset,
                      "batch_norm": preset_config(spec.preset, **dict(spec.model_overrides)).batch_norm,
@@ -110,7 +123,8 @@ def collect(specs: Sequence[RunSpec], runs_dir: str, results: dict | None = None
             for exp in spec.experiments:
                 pcks.append(table.assign(experiment=exp))
         grads.append(_read_csv(os.path.join(run_dir, "gradients.csv"), GRADIENT_COLUMNS))
-        if "strategies" in spec.experiments or not any("strategies" in s.experiments for s in specs):
+        if ("strategies" in spec.experiments or "normalisation" in spec.experiments
+                or not any("strategies" in s.experiments for s in specs)):
             hists.append(_read_csv(os.path.join(run_dir, "histograms.csv"), HISTOGRAM_COLUMNS))
 
     pck = _concat(pcks, PCK_COLUMNS)
@@ -141,14 +155,16 @@ def load_results(out_dir: str | os.PathLike = "data/results") -> AblationResult:
 
 def summarize(pck, part: str = "mean", metric: str = "pck"):
     """Mean and sample std over seeds of ``metric`` (part ``part``) for every experiment,
-    strategy, number of stages, stage and threshold; columns ``SUMMARY_COLUMNS`` (std is NaN
-    for a single seed)."""
+    setting, strategy, number of stages, stage and threshold; columns ``SUMMARY_COLUMNS`` (std
+    is NaN for a single seed)."""
     if len(pck) == 0:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     sub = pck[(pck["metric"] == metric) & (pck["part"] == part)]
+    if "setting" not in sub.columns:  # a table made by hand or before settings existed
+        sub = sub.assign(setting="preset")
     if metric != "pck":
         sub = sub.assign(threshold=sub["threshold"].fillna(-1))
-    g = sub.groupby(["experiment", "strategy", "num_stages", "stage", "threshold"], sort=True)["value"]
+    g = sub.groupby(["experiment", "setting", "strategy", "num_stages", "stage", "threshold"], sort=True)["value"]
     out = g.agg(mean="mean", std="std", n="count").reset_index()
     return out.reindex(columns=SUMMARY_COLUMNS)
 
@@ -160,9 +176,18 @@ def geomean(x) -> float:
     return float(np.exp(np.log(x).mean())) if len(x) else float("nan")
 
 
+def of_setting(table: pd.DataFrame, setting: str = "preset") -> pd.DataFrame:
+    """The rows of ``table`` (pck, gradients, histograms, runs or summary) from runs under
+    ``setting`` (a table without a ``setting`` column, or rows with none, count as "preset")."""
+    if "setting" not in table.columns:
+        return table if setting == "preset" else table.iloc[:0]
+    return table[table["setting"].astype(object).fillna("preset") == setting]
+
+
 def gradient_summary(gradients, strategies: Sequence[str] = ("end_to_end", "no_intermediate"),
-                     num_stages: int | None = None, skip_first: bool = True):
-    """Typical gradient norm per layer and per stage for each strategy, and their ratio.
+                     num_stages: int | None = None, skip_first: bool = True, setting: str = "preset"):
+    """Typical gradient norm per layer and per stage for each strategy, and their ratio, for the
+    runs under ``setting``.
 
     For every (strategy, seed, layer) the geometric mean of the norm over the recorded steps
     (without step 1 when ``skip_first``: the freshly initialised network); then the geometric
@@ -171,7 +196,8 @@ def gradient_summary(gradients, strategies: Sequence[str] = ("end_to_end", "no_i
     intermediate supervision). Rows: per-stage totals first (layer "stage{t}"), then conv layers
     by depth. ``num_stages`` defaults to the most common number of stages of these strategies.
     """
-    g = gradients[gradients["strategy"].isin(strategies)]
+    g = of_setting(gradients, setting)
+    g = g[g["strategy"].isin(strategies)]
     if len(g) == 0:
         return pd.DataFrame(columns=["layer", "stage", "depth", "main_path", *strategies, "ratio"])
     if num_stages is None:

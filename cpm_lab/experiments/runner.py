@@ -32,7 +32,7 @@ from ..files import write_csv, write_json, write_text
 from ..models.cpm import CPM, PRESETS
 from ..train import TrainConfig, Trainer, TrainingDiverged, read_checkpoint
 from ..utils import resolve_device, seed_everything
-from .plan import EXPERIMENTS, NORMALIZE, THRESHOLDS, RunSpec, ablation_plan
+from .plan import DEFAULT_EXPERIMENTS, NORMALIZE, THRESHOLDS, RunSpec, ablation_plan
 from .report import _git_commit, _manifest, render_figures, summary_markdown
 from .results import (
     FINISHED,
@@ -62,6 +62,7 @@ def _tracker_frames(tracker, spec: RunSpec):
         df.insert(0, "seed", spec.seed)
         df.insert(0, "num_stages", spec.num_stages)
         df.insert(0, "strategy", spec.strategy)
+        df.insert(0, "setting", spec.setting)
     return (norms.reindex(columns=GRADIENT_COLUMNS),
             hist.reindex(columns=HISTOGRAM_COLUMNS) if len(hist) else pd.DataFrame(columns=HISTOGRAM_COLUMNS))
 
@@ -159,6 +160,7 @@ def _write_done(run_dir: str, spec: RunSpec, trainer, history, eval_set) -> dict
     table.insert(0, "seed", spec.seed)
     table.insert(0, "num_stages", spec.num_stages)
     table.insert(0, "strategy", spec.strategy)
+    table.insert(0, "setting", spec.setting)
     write_csv(os.path.join(run_dir, "pck.csv"), table)
     write_csv(os.path.join(run_dir, "history.csv"), history)
     for name in ("gradients", "histograms"):
@@ -286,8 +288,8 @@ def _finished_result(spec: RunSpec, run_dir: str) -> dict | None:
 def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = "tiny", data: str = "synthetic",
                  strategies: Sequence[str] | None = None, stages: Sequence[int] | None = None,
                  seeds: Sequence[int] | None = None, steps: int | None = None, *, quick: bool = False,
-                 batch_size: int | None = None, strategy_stages: int = 3,
-                 experiments: Sequence[str] = EXPERIMENTS, eval_size: int | None | str = "auto",
+                 batch_size: int | None = None, strategy_stages: int | None = None,
+                 experiments: Sequence[str] = DEFAULT_EXPERIMENTS, eval_size: int | None | str = "auto",
                  eval_seed: int = 0, device: str = "auto", resume: bool = True, jobs: int | str = "auto",
                  threads: int | None = None, runs_dir: str | os.PathLike | None = None,
                  grad_every: int | None = None, checkpoint_every: int | None = None,
@@ -309,8 +311,11 @@ def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = "ti
         steps, batch_size: optimiser steps and batch of EVERY run (default: the preset's budget;
             quick: 60 x 8).
         quick: small defaults for tests and notebooks (``QUICK``); explicit arguments win.
-        strategy_stages: number of stages of the strategies experiment (default 3, as the paper).
-        experiments: which of ``EXPERIMENTS`` to run.
+        strategy_stages: number of stages of the strategies and normalisation experiments
+            (default: the preset's, e.g. 6 for "ablation" and "paper", as in the paper's Fig. 6b).
+        experiments: which of ``EXPERIMENTS`` to run (default ``DEFAULT_EXPERIMENTS``:
+            strategies and stages; "normalisation" adds end-to-end with and without intermediate
+            supervision under each of ``NORMALISATION_SETTINGS``: BatchNorm and/or Adam).
         eval_size: held-out images ("auto": the preset's budget for synthetic data, quick 64,
             the whole test split for real data; None: whole split).
         eval_seed: seed of the held-out split (the same images for every run).

@@ -41,7 +41,7 @@ class Block:
 
 
 #: Weight initialisations (``CPMConfig.init``).
-INITS = ("he", "gaussian")
+INITS = ("he", "gaussian", "lecun")
 #: What the first convolution sees (``CPMConfig.input_convention``).
 INPUT_CONVENTIONS = ("rgb", "caffe")
 
@@ -58,7 +58,11 @@ class CPMConfig:
 
     * ``init``: ``"he"`` = He-normal weights for the ReLU convs and N(0, ``init_std``) for each
       stage's last (belief) 1x1 conv; ``"gaussian"`` = N(0, ``init_std``) for EVERY conv weight
-      (the official ``weight_filler gaussian std 0.01``). Conv biases start at 0 either way.
+      (the official ``weight_filler gaussian std 0.01``); ``"lecun"`` = N(0, 1/fan_in) for every
+      conv weight (fan_in = in_channels x k x k). At the official 9x9 convs on 128 channels
+      1/sqrt(fan_in) = 0.0098, so "lecun" is the official init carried over to narrower layers:
+      each ReLU layer halves the signal's variance, as in the paper's network, whatever the
+      width (``init_std`` is unused). Conv biases start at 0 in every case.
     * ``dropout``: probability of an ``nn.Dropout`` after the ReLU of stage 1's
       ``stage1_kernel`` conv and of its 1x1 conv (both ``stage1_channels`` wide), active in train
       mode only (official: 0.5). At 0 no module is inserted, so state-dict keys are unchanged.
@@ -138,6 +142,15 @@ PRESETS: dict[str, CPMConfig] = {
                       trunk_channels=16, trunk_kernel=3, feature_channels=16, feature_kernel=3,
                       stage1_channels=64, stage1_kernel=3, stage_channels=32, stage_kernel=5,
                       batch_norm=True),
+    # ablation: the paper's layer pattern and training conventions at CPU size, for the
+    # intermediate-supervision experiments: 6 stages of plain conv + ReLU (no normalisation),
+    # the official init carried over to narrow layers ("lecun", see CPMConfig), SGD with the
+    # Caffe loss (PRESET_DEFAULTS). tiny's widths at 96 px (12 x 12 beliefs); sigma 6 px = 0.75
+    # belief cell (paper: 7 px = 0.9 cell).
+    "ablation": CPMConfig(name="ablation", num_stages=6, input_size=96, sigma=6.0, center_sigma=9.6,
+                          trunk_channels=16, trunk_kernel=3, feature_channels=16, feature_kernel=3,
+                          stage1_channels=64, stage1_kernel=3, stage_channels=32, stage_kernel=5,
+                          init="lecun"),
 }
 
 
@@ -220,7 +233,10 @@ class CPM(nn.Module):
         heads = {id(seq[-1]) for seq in [self.stage1, *self.stages]}
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                if c.init == "gaussian" or id(m) in heads:
+                if c.init == "lecun":
+                    fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                    nn.init.normal_(m.weight, std=1.0 / math.sqrt(fan_in))
+                elif c.init == "gaussian" or id(m) in heads:
                     nn.init.normal_(m.weight, std=c.init_std)
                 else:
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

@@ -40,7 +40,15 @@ PRESET_DEFAULTS: dict[str, dict] = {
     "small": dict(steps=3000, batch_size=16),
     "paper": dict(steps=100_000, batch_size=16, optimizer="sgd", lr_step=33_000, loss_scale="caffe",
                   stage1_lr_mult=5.0, bias_lr_mult=2.0, bias_decay=False),
+    "ablation": dict(steps=3000, batch_size=8, optimizer="sgd", lr=1e-3, weight_decay=0.0, schedule="cosine",
+                     warmup_steps=200, loss_scale="caffe"),
 }
+
+
+def default_optimizer(preset: str) -> str:
+    """The optimiser ``optimizer="auto"`` means for a model of this preset: the preset's own
+    (``PRESET_DEFAULTS``; "sgd" for "paper" and "ablation"), else "adam"."""
+    return PRESET_DEFAULTS.get(preset, {}).get("optimizer", "adam")
 
 
 @dataclass

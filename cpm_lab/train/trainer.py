@@ -33,7 +33,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import OPTIMIZER_DEFAULTS, PRESET_DEFAULTS, TrainConfig
+from .config import OPTIMIZER_DEFAULTS, PRESET_DEFAULTS, TrainConfig, default_optimizer
 from .distributed import ResumableSampler, broadcast_flag, dist_info, mean_over_ranks
 from .interrupt import StopOnSignals, TrainingDiverged, TrainingInterrupted, ignore_stop_signals, keep_progress, on_disk
 from .loss import cpm_loss
@@ -74,7 +74,7 @@ class Trainer:
         if c.stage_weights is not None and len(c.stage_weights) != mc.num_stages:
             raise ValueError(f"stage_weights has {len(c.stage_weights)} entries but the model has "
                              f"{mc.num_stages} stages")
-        self.opt_name = c.optimizer if c.optimizer != "auto" else ("sgd" if mc.name == "paper" else "adam")
+        self.opt_name = c.optimizer if c.optimizer != "auto" else default_optimizer(mc.name)
         defaults = OPTIMIZER_DEFAULTS[self.opt_name]
         preset_lr = PRESET_DEFAULTS.get(mc.name, {}).get("lr") if self.opt_name == "adam" else None
         self.base_lr = c.lr if c.lr is not None else (preset_lr or defaults["lr"])
