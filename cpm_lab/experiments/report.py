@@ -377,7 +377,6 @@ def normalisation_table(result: AblationResult, threshold: float = 0.2, confiden
     without intermediate supervision (geometric mean over seeds, interval from the per-seed
     log ratios). ``n``: paired seeds.
     """
-
     kw = dict(confidence=confidence, method=method, min_seeds=min_seeds)
     pck, runs = result.pck, result.runs
     if not len(pck) or "normalisation" not in set(pck["experiment"]):
