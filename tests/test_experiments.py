@@ -419,8 +419,8 @@ def _normalisation_result(benefits: dict[str, list[float]], ratios: dict[str, fl
                     grads.append(dict(setting=setting, strategy=strategy, num_stages=6, seed=seed, step=2, stage=1,
                                       layer=layer, depth=depth, main_path=True, norm=norm))
     pck = pd.DataFrame(rows, columns=PCK_COLUMNS)
-    runs = pd.DataFrame([dict(run_id=f"normalisation-{s}", setting=s, preset="ablation", status="done")
-                         for s in benefits], columns=RUN_COLUMNS)
+    runs = pd.DataFrame([dict(run_id=f"normalisation-{s}", setting=s, preset="ablation", status="done",
+                              batch_norm=s.startswith("batchnorm")) for s in benefits], columns=RUN_COLUMNS)
     return ex.AblationResult(pck=pck, gradients=pd.DataFrame(grads, columns=GRADIENT_COLUMNS),
                              histograms=pd.DataFrame(columns=HISTOGRAM_COLUMNS), runs=runs,
                              summary=ex.summarize(pck), out_dir="")

@@ -16,7 +16,6 @@ import torch
 
 from .. import __version__
 from ..files import save_figure
-from ..models.cpm import preset_config
 from ..train.config import default_optimizer
 from ..train.phases import STRATEGY_LABELS
 from ..viz import ablation as vz
@@ -387,20 +386,18 @@ def normalisation_table(result: AblationResult, threshold: float = 0.2, confiden
 
     base = by_seed("preset")
     rows = []
-    for setting, (model, train) in NORMALISATION_SETTINGS.items():
+    for setting, (_, train) in NORMALISATION_SETTINGS.items():
         by = by_seed(setting)
         if not {"end_to_end", "no_intermediate"} <= set(by.columns):
             continue
         c = compare_paired(by["end_to_end"], by["no_intermediate"], **kw)
         row = dict(setting=setting, with_=by["end_to_end"].mean(), without=by["no_intermediate"].mean(),
                    benefit=c.mean, benefit_low=c.low, benefit_high=c.high, benefit_verdict=c.verdict, n=c.n)
-        run = of_setting(runs, setting)
-        preset = str(run["preset"].iloc[0]) if len(run) else result.manifest.get("settings", {}).get("preset", "tiny")
-        overrides = result.manifest.get("settings", {}).get("model_overrides", {})
-        row["batch_norm"] = preset_config(preset, **{**overrides, **model}).batch_norm
-        optimizer = train.get("optimizer", result.manifest.get("settings", {}).get("train_overrides", {}).get(
-            "optimizer", "auto"))
-        row["optimizer"] = default_optimizer(preset) if optimizer == "auto" else optimizer
+        run = of_setting(runs, setting).iloc[0]  # runs.csv records each run's preset and batch_norm
+        row["batch_norm"] = bool(run["batch_norm"])
+        sweep = result.manifest.get("settings", {}).get("train_overrides", {})
+        optimizer = train.get("optimizer", sweep.get("optimizer", "auto"))
+        row["optimizer"] = default_optimizer(run["preset"]) if optimizer == "auto" else optimizer
         if setting != "preset" and {"end_to_end", "no_intermediate"} <= set(base.columns):
             d = compare_paired(base["end_to_end"] - base["no_intermediate"], by["end_to_end"] - by["no_intermediate"],
                                **kw)
