@@ -74,6 +74,29 @@ def test_normalisation_plan_runs_each_setting_with_and_without_intermediate_supe
     assert {r.seed for r in default} == {0, 1, 2, 3, 4} and not [r for r in default if r.setting != "preset"]
 
 
+def test_named_budgets_and_the_default_preset():
+    # the default sweep is the ablation preset's 15-minute budget; "full" differs only in length
+    default, full = ex.ablation_plan(), ex.ablation_plan(budget="full")
+    assert {r.preset for r in default} == {"ablation"} and ex.DEFAULT_PRESET == "ablation"
+    assert {r.steps for r in default} == {500} and {r.steps for r in full} == {3000}
+    assert [r.run_id for r in default] == [r.run_id for r in full]
+    quick = ex.ablation_plan(budget="quick")
+    assert {r.seed for r in quick} == {0} and {r.steps for r in quick} == {60}
+    assert {r.num_stages for r in quick if "stages" in r.experiments} == {1, 2, 3}
+    # a preset without a full budget uses its default; explicit arguments win over any budget
+    assert ex.budget_settings("tiny", "full") == ex.budget_settings("tiny", "default")
+    assert {r.steps for r in ex.ablation_plan(budget="full", steps=40, seeds=(3,))} == {40}
+    with pytest.raises(ValueError, match="unknown budget 'huge'; choose one of quick, default, full"):
+        ex.ablation_plan(budget="huge")
+
+
+def test_normalisation_settings_can_be_chosen_and_always_keep_their_baseline():
+    runs = ex.ablation_plan(experiments=("normalisation",), normalisation_settings=("adam",), seeds=(0,))
+    assert sorted({r.setting for r in runs}) == ["adam", "preset"] and len(runs) == 4
+    with pytest.raises(ValueError, match="unknown normalisation setting 'layernorm'"):
+        ex.ablation_plan(experiments=("normalisation",), normalisation_settings=("layernorm",))
+
+
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(strategies=("end_to_end", "nope")), "unknown strategy 'nope'"),
     (dict(stages=(0, 1)), "stages must be integers >= 1"),
@@ -292,6 +315,8 @@ def _run(main, capsys, *argv):
     (["--preset", "huge"], "--preset"),
     (["--lr", "-1"], "--lr"),
     (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--budget", "huge"], "--budget"),
+    (["--settings", "adam,layernorm"], "unknown setting 'layernorm'"),
 ])
 def test_cli_bad_arguments_give_one_line_and_nonzero_exit(ablate_cli, capsys, tmp_path, argv, needle):
     out = tmp_path / "never"
@@ -306,11 +331,13 @@ def test_cli_runs_a_small_sweep(ablate_cli, capsys, tmp_path):
     code, stdout, err = _run(ablate_cli, capsys, "ablate", "--out", tmp_path, "--experiments", "stages",
                              "--stages", "1", "--seeds", "0", "--steps", 2, "--batch-size", 2, "--eval-size", 4,
                              "--data", "synthetic:easy", "--device", "cpu", "--jobs", 1, "--no-figures",
-                             "--no-progress", "--threads", 1)
+                             "--no-progress", "--threads", 1, "--budget", "full")
     assert code == 0, err
     assert "Number of stages" in stdout and "wrote" in stdout
     runs = pd.read_csv(tmp_path / "runs.csv")
     assert runs["run_id"].tolist() == ["stages-end_to_end-s1-seed0"] and runs["status"].tolist() == ["done"]
+    # the default preset; explicit --steps win over the full budget's 3000
+    assert runs["preset"].tolist() == ["ablation"] and runs["steps"].tolist() == [2]
     assert json.loads((tmp_path / "MANIFEST.json").read_text())["command"].startswith("cpm-lab ablate")
 
 
@@ -444,6 +471,16 @@ def test_normalisation_table_measures_the_benefit_and_its_shrinking():
     assert t.loc["batchnorm", "ratio_low"] < 2 < t.loc["batchnorm", "ratio_high"]
     md = ex.summary_markdown(result)
     assert "Normalisation and optimiser contrast" in md and "| batchnorm | yes | sgd |" in md
+    # the explanation is stated only where the numbers show it
+    findings = dict(zip(t.index, ex.normalisation_findings(ex.normalisation_table(result))))
+    assert "BatchNorm re-scales" in findings["batchnorm"] and ", measurably less than" in findings["batchnorm"]
+    assert "not measurably less" in findings["adam"] and "Adam divides" not in findings["adam"]
+    assert findings["batchnorm"] in md and "## The paper's claims, checked" in md
+    adam = _normalisation_result({"preset": [0.10, 0.12, 0.09, 0.11, 0.10], "adam": [0.01, 0.0, 0.02, -0.01, 0.0]},
+                                 {"preset": 1000.0, "adam": 800.0})
+    adam_says = ex.normalisation_findings(ex.normalisation_table(adam))[1]
+    assert "the gradient still vanishes, yet the benefit shrinks" in adam_says
+    assert "BatchNorm re-scales" not in adam_says
     # Fig. 5 is checked on the preset's own runs, whichever experiment made them; no Fig. 6 rows
     claims = ex.check_claims(result)
     assert set(claims["figure"]) == {"Fig. 5"}

@@ -12,7 +12,7 @@ Commands::
     cpm-lab export --onnx cpm.onnx --checkpoint tiny-lsp [--opset 17]   (cpm_lab.export; the onnx extra)
     cpm-lab import-caffe pose_iter_395000.caffemodel --out cpm_lsp_caffe.pt   (cpm_lab.caffe_import)
     cpm-lab validate --data lspet                        (every unreadable image and invalid annotation)
-    cpm-lab ablate [--quick] [--out data/results] ...   (cpm_lab.cli.ablate, running cpm_lab.experiments)
+    cpm-lab ablate [--budget quick|default|full] [--out DIR] ...  (cpm_lab.cli.ablate, running cpm_lab.experiments)
     cpm-lab demo  [--out runs/demo]                      (cpm_lab.demo)
 
 ``train`` writes ``OUT/config.json``, ``OUT/history.csv`` (one row per step), ``OUT/checkpoint.pt``

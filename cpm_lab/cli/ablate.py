@@ -54,22 +54,38 @@ def _strategy_list(text: str) -> list[str]:
     return names
 
 
+def _setting_list(text: str) -> list[str]:
+    from ..experiments import NORMALISATION_SETTINGS
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in NORMALISATION_SETTINGS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"unknown setting {bad[0] if bad else text!r}; choose from "
+                                         f"{', '.join(NORMALISATION_SETTINGS)} (comma-separated)")
+    return names
+
+
 def _jobs(text: str):
     return "auto" if text == "auto" else positive_int(text)
 
 
 def _arguments(p) -> None:
     """Arguments of ``cpm-lab ablate`` (an argparse parser)."""
-    from ..experiments import DEFAULT_EXPERIMENTS
+    from ..experiments import BUDGETS, DEFAULT_EXPERIMENTS, DEFAULT_PRESET
     from ..models.cpm import PRESETS
 
     p.add_argument("--out", default="runs/ablation", help="folder of the tables, figures and manifest "
                    "(default: runs/ablation)")
     p.add_argument("--runs-dir", help="folder of the per-run directories with checkpoints (default: OUT/runs)")
-    p.add_argument("--quick", action="store_true", help="small budget for a smoke test (~1-2 min on a CPU)")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
+    p.add_argument("--budget", choices=BUDGETS, default="default",
+                   help="default: 15 min on a 2-core CPU (ablation preset: 500 steps a run, 5 seeds; shows the "
+                        "gradient effect); full: the paper's accuracy effects (3000 steps a run, ~2 h); quick: a "
+                        "smoke test (~1-2 min)")
+    p.add_argument("--quick", dest="budget", action="store_const", const="quick", help="the same as --budget quick")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help=f"model preset (default: {DEFAULT_PRESET}: plain conv + ReLU, no normalisation, SGD)")
     p.add_argument("--data", default="synthetic", help="dataset spec, e.g. synthetic, synthetic:easy, lspet")
-    p.add_argument("--seeds", type=_int_list, help="seeds, e.g. 0,1,2 (default) or 0-4")
+    p.add_argument("--seeds", type=_int_list, help="seeds, e.g. 0,1,2 or 0-4 (default: the budget's; ablation 0-4)")
     p.add_argument("--stages", type=_int_list, help="numbers of stages of the stage sweep, e.g. 1-6 (default)")
     p.add_argument("--strategies", type=_strategy_list, help="comma-separated training strategies (default: all)")
     p.add_argument("--strategy-stages", type=positive_int,
@@ -78,12 +94,16 @@ def _arguments(p) -> None:
                    default=list(DEFAULT_EXPERIMENTS),
                    help="comma-separated subset of strategies,stages,normalisation (default: strategies,stages; "
                         "normalisation adds BatchNorm and/or Adam runs with and without intermediate supervision)")
+    p.add_argument("--settings", type=_setting_list,
+                   help="settings of the normalisation experiment besides the preset's own, comma-separated "
+                        "(default: all: batchnorm,adam,batchnorm+adam)")
     p.add_argument("--steps", type=positive_int,
-                   help="optimiser steps of every run (default: the preset's ablation budget, tiny 250; quick 60)")
-    p.add_argument("--batch-size", type=positive_int, help="batch size of every run (tiny: 8)")
+                   help="optimiser steps of every run (default: the budget's; ablation 500, full 3000; quick 60)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size of every run (default: the budget's; 8)")
     p.add_argument("--optimizer", choices=("auto", "adam", "sgd"), help="optimiser of every run (default: the "
-                   "preset's; tiny: Adam)")
-    p.add_argument("--lr", type=positive_float, help="learning rate of every run (default: the preset's; tiny 5e-3)")
+                   "preset's; ablation and paper: SGD, tiny: Adam)")
+    p.add_argument("--lr", type=positive_float, help="learning rate of every run (default: the preset's; "
+                   "ablation 1e-3)")
     p.add_argument("--eval-size", type=positive_int, help="held-out images per evaluation (synthetic: 256, quick 64; "
                    "real data: the whole test split)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -131,7 +151,7 @@ def _run(args, command: str):
     from ..experiments import run_ablation
 
     return run_ablation(args.out, preset=args.preset, data=args.data, strategies=args.strategies,
-                        stages=args.stages, seeds=args.seeds, steps=args.steps, quick=args.quick,
+                        stages=args.stages, seeds=args.seeds, steps=args.steps, budget=args.budget,
                         batch_size=args.batch_size, strategy_stages=args.strategy_stages,
                         experiments=args.experiments,
                         eval_size=args.eval_size if args.eval_size is not None else "auto", device=args.device,
@@ -139,7 +159,7 @@ def _run(args, command: str):
                         keep_checkpoints=not args.no_checkpoints, figures=not args.no_figures,
                         progress=not args.no_progress, command=command,
                         train_overrides={k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr))
-                                         if v is not None})
+                                         if v is not None}, normalisation_settings=args.settings)
 
 
 def _folders(args) -> list[str]:

@@ -3,10 +3,12 @@
 ::
 
     from cpm_lab.experiments import run_ablation
-    result = run_ablation("runs/ablation", quick=True)     # ~1-2 min on a laptop CPU
-    result.summary                                           # final-stage PCK, mean +- std over seeds
+    result = run_ablation("runs/ablation", budget="quick")  # a smoke test, ~1-2 min on a laptop CPU
+    result = run_ablation("runs/ablation")                  # 15 min on a 2-core CPU
+    result = run_ablation("runs/ablation", budget="full")   # the paper's effects, ~2 h
+    result.summary                                          # final-stage PCK, mean +- std over seeds
 
-or headless: ``cpm-lab ablate --out runs/ablation [--quick]`` (``cpm_lab.cli.ablate``).
+or headless: ``cpm-lab ablate --out runs/ablation [--budget quick|default|full]`` (``cpm_lab.cli.ablate``).
 
 One concern per module: ``plan`` (budgets, ``RunSpec``, ``plan_runs``), ``runner`` (one run and
 the sweep: plan, execute, write), ``results`` (the tidy tables, ``AblationResult``, summaries),
@@ -70,7 +72,9 @@ summation order.
 """
 from .plan import (
     ABLATION_BUDGETS,
+    BUDGETS,
     DEFAULT_EXPERIMENTS,
+    DEFAULT_PRESET,
     EXPERIMENTS,
     NORMALISATION_SETTINGS,
     NORMALISATION_STRATEGIES,
@@ -79,10 +83,18 @@ from .plan import (
     THRESHOLDS,
     RunSpec,
     ablation_plan,
+    budget_settings,
     plan_runs,
     relative_cost,
 )
-from .report import check_claims, first_layer_ratios, normalisation_table, render_figures, summary_markdown
+from .report import (
+    check_claims,
+    first_layer_ratios,
+    normalisation_findings,
+    normalisation_table,
+    render_figures,
+    summary_markdown,
+)
 from .results import (
     GRADIENT_COLUMNS,
     HISTOGRAM_COLUMNS,
@@ -99,10 +111,10 @@ from .results import (
 from .runner import run_ablation, train_run
 from .stats import PairedDifference, compare_paired
 
-__all__ = ["ABLATION_BUDGETS", "AblationResult", "DEFAULT_EXPERIMENTS", "EXPERIMENTS", "NORMALISATION_SETTINGS",
-           "NORMALISATION_STRATEGIES", "normalisation_table", "of_setting", "GRADIENT_COLUMNS", "HISTOGRAM_COLUMNS",
-           "NORMALIZE",
-           "PCK_COLUMNS", "QUICK", "RUN_COLUMNS", "RunSpec", "SUMMARY_COLUMNS", "THRESHOLDS", "ablation_plan",
-           "check_claims", "compare_paired", "first_layer_ratios", "PairedDifference",
-           "collect", "gradient_summary", "load_results", "plan_runs", "relative_cost", "render_figures",
-           "run_ablation", "summarize", "summary_markdown", "train_run"]
+__all__ = ["ABLATION_BUDGETS", "AblationResult", "BUDGETS", "DEFAULT_EXPERIMENTS", "DEFAULT_PRESET", "EXPERIMENTS",
+           "NORMALISATION_SETTINGS", "NORMALISATION_STRATEGIES", "normalisation_findings", "normalisation_table",
+           "of_setting", "GRADIENT_COLUMNS", "HISTOGRAM_COLUMNS", "NORMALIZE", "PCK_COLUMNS", "QUICK", "RUN_COLUMNS",
+           "RunSpec", "SUMMARY_COLUMNS", "THRESHOLDS", "ablation_plan", "budget_settings", "check_claims",
+           "compare_paired", "first_layer_ratios", "PairedDifference", "collect", "gradient_summary", "load_results",
+           "plan_runs", "relative_cost", "render_figures", "run_ablation", "summarize", "summary_markdown",
+           "train_run"]

@@ -29,18 +29,42 @@ NORMALISATION_STRATEGIES = ("end_to_end", "no_intermediate")
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2)
 NORMALIZE = "torso"
 
-#: Default budget per model preset: optimiser steps and batch size of EVERY run, held-out images.
-#: "tiny" is sized so that the default sweep (4 strategies + 1..6 stages, 3 seeds = 27 runs) fits
-#: in 15 minutes on a 2-core CPU: it measured 1159 CPU-seconds in all (~10 min on 2 idle cores;
-#: 22 min wall on a 2-core machine shared with other jobs). "paper" is for a GPU and real data.
-ABLATION_BUDGETS: dict[str, dict] = {
-    "tiny": dict(steps=250, batch_size=8, eval_size=256),
-    "ablation": dict(steps=3000, batch_size=8, eval_size=256, seeds=(0, 1, 2, 3, 4)),
-    "small": dict(steps=2000, batch_size=16, eval_size=512),
-    "paper": dict(steps=100_000, batch_size=16, eval_size=None),
+#: Named budgets of a sweep: "quick" (a smoke test), "default" and "full".
+BUDGETS = ("quick", "default", "full")
+#: Budget per model preset and budget name: optimiser steps and batch size of EVERY run,
+#: held-out images, seeds. A preset without a "full" entry uses its "default" for it.
+#: "ablation", the default preset: "full" reproduces the paper's accuracy effects (3000 steps a
+#: run, 5 seeds; about 4 min a run on one core, 2 h for strategies + stages on 2 cores, see
+#: data/results/README.md); "default" is the same sweep at 500 steps a run, sized to finish in
+#: 15 minutes on a 2-core CPU: long enough for the gradient effect (Fig. 5), too short for the
+#: accuracy effects. "tiny" (BatchNorm, Adam) is the earlier 15-minute sweep at 3 seeds; "paper"
+#: is for a GPU and real data.
+ABLATION_BUDGETS: dict[str, dict[str, dict]] = {
+    "ablation": {"default": dict(steps=500, batch_size=8, eval_size=256, seeds=(0, 1, 2, 3, 4)),
+                 "full": dict(steps=3000, batch_size=8, eval_size=256, seeds=(0, 1, 2, 3, 4))},
+    "tiny": {"default": dict(steps=250, batch_size=8, eval_size=256)},
+    "small": {"default": dict(steps=2000, batch_size=16, eval_size=512)},
+    "paper": {"default": dict(steps=100_000, batch_size=16, eval_size=None)},
 }
-#: ``quick=True``: one seed, stages 1..3, a few dozen steps (about 1-2 minutes on a CPU).
+#: Budget "quick", for every preset: one seed, stages 1..3, a few dozen steps (1-2 min on a CPU).
 QUICK = dict(seeds=(0,), stages=(1, 2, 3), steps=60, batch_size=8, eval_size=64)
+#: The preset of ``cpm-lab ablate`` and ``run_ablation`` unless told otherwise.
+DEFAULT_PRESET = "ablation"
+
+
+def budget_settings(preset: str, budget: str = "default") -> dict:
+    """The sweep settings of a named budget (``BUDGETS``) for a model preset: steps, batch_size,
+    eval_size and, where the budget fixes them, seeds and stages. Raises ValueError for an
+    unknown budget."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    table = ABLATION_BUDGETS.get(preset, ABLATION_BUDGETS["small"])
+    out = dict(table["default"])
+    if budget == "full":
+        out.update(table.get("full", {}))
+    elif budget == "quick":
+        out.update(QUICK)
+    return out
 
 
 @dataclass(frozen=True)
@@ -105,18 +129,32 @@ def _as_int_tuple(values, name: str, minimum: int) -> tuple[int, ...]:
     return out
 
 
-def plan_runs(preset: str = "tiny", data: str = "synthetic", strategies: Sequence[str] | None = None,
+def _normalisation_settings(names: Sequence[str] | None) -> tuple[str, ...]:
+    """The settings of the normalisation experiment: "preset" (its baseline, always run) and
+    ``names`` (default: all of ``NORMALISATION_SETTINGS``), in that table's order."""
+    if names is None:
+        return tuple(NORMALISATION_SETTINGS)
+    names = (names,) if isinstance(names, str) else tuple(names)
+    bad = [n for n in names if n not in NORMALISATION_SETTINGS]
+    if bad:
+        raise ValueError(f"unknown normalisation setting {bad[0]!r}; choose from {', '.join(NORMALISATION_SETTINGS)}")
+    return tuple(n for n in NORMALISATION_SETTINGS if n == "preset" or n in names)
+
+
+def plan_runs(preset: str = DEFAULT_PRESET, data: str = "synthetic", strategies: Sequence[str] | None = None,
               stages: Sequence[int] = (1, 2, 3, 4, 5, 6), seeds: Sequence[int] = (0, 1, 2),
               steps: int = 150, batch_size: int = 16, strategy_stages: int = 3,
               experiments: Sequence[str] = DEFAULT_EXPERIMENTS, eval_size: int | None = 256, eval_seed: int = 0,
               device: str = "auto", grad_every: int | None = None, checkpoint_every: int | None = None,
               finetune_fraction: float = 0.5, train_overrides: dict | None = None,
-              model_overrides: dict | None = None) -> list[RunSpec]:
+              model_overrides: dict | None = None,
+              normalisation_settings: Sequence[str] | None = None) -> list[RunSpec]:
     """The list of runs of an ablation (no training); see ``run_ablation`` for the arguments.
 
     Runs are ordered seed by seed (so an interrupted sweep has complete seeds first) and, within
     a seed, longest first (``relative_cost``). Raises ValueError for bad arguments.
     """
+    settings = _normalisation_settings(normalisation_settings)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     experiments = tuple(experiments)
@@ -177,7 +215,7 @@ def plan_runs(preset: str = "tiny", data: str = "synthetic", strategies: Sequenc
             for t in stages:
                 wanted.setdefault(("preset", "end_to_end", t), []).append("stages")
         if "normalisation" in experiments:
-            for setting in NORMALISATION_SETTINGS:
+            for setting in settings:
                 for s in NORMALISATION_STRATEGIES:
                     wanted.setdefault((setting, s, strategy_stages), []).append("normalisation")
         seed_runs = [RunSpec(experiments=tuple(exps), strategy=strategy, num_stages=t, seed=seed, **common,
@@ -198,21 +236,21 @@ def relative_cost(spec: RunSpec) -> float:
     return (1.0 + spec.num_stages) * _STRATEGY_COST.get(spec.strategy, 1.0)
 
 
-def ablation_plan(preset: str = "tiny", data: str = "synthetic", strategies: Sequence[str] | None = None,
+def ablation_plan(preset: str = DEFAULT_PRESET, data: str = "synthetic", strategies: Sequence[str] | None = None,
                   stages: Sequence[int] | None = None, seeds: Sequence[int] | None = None, steps: int | None = None,
-                  *, quick: bool = False, batch_size: int | None = None, strategy_stages: int | None = None,
+                  *, budget: str = "default", batch_size: int | None = None, strategy_stages: int | None = None,
                   experiments: Sequence[str] = DEFAULT_EXPERIMENTS, eval_size: int | None | str = "auto",
                   eval_seed: int = 0, device: str = "auto", grad_every: int | None = None,
                   checkpoint_every: int | None = None, train_overrides: dict | None = None,
-                  model_overrides: dict | None = None) -> list[RunSpec]:
+                  model_overrides: dict | None = None,
+                  normalisation_settings: Sequence[str] | None = None) -> list[RunSpec]:
     """The runs ``run_ablation`` makes for the same arguments: what is not given comes from the
-    preset's budget (``ABLATION_BUDGETS``), or ``QUICK`` with ``quick=True``; the strategies and
+    preset's named ``budget`` (``budget_settings``); the strategies and
     normalisation experiments use the preset's number of stages unless ``strategy_stages`` says."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    budget = dict(ABLATION_BUDGETS.get(preset, ABLATION_BUDGETS["small"]))
-    if quick:
-        budget.update(QUICK)
+    quick = budget == "quick"
+    budget = budget_settings(preset, budget)
     if eval_size == "auto":
         kind, _ = parse_spec(data)
         eval_size = budget["eval_size"] if kind == "synthetic" or quick else None
@@ -227,4 +265,4 @@ def ablation_plan(preset: str = "tiny", data: str = "synthetic", strategies: Seq
                      budget["steps"] if steps is None else steps,
                      budget["batch_size"] if batch_size is None else batch_size, strategy_stages, experiments,
                      eval_size, eval_seed, str(dev) if device != "auto" else "auto", grad_every, checkpoint_every,
-                     overrides.pop("finetune_fraction", 0.5), overrides, model_overrides)
+                     overrides.pop("finetune_fraction", 0.5), overrides, model_overrides, normalisation_settings)

@@ -32,7 +32,7 @@ from ..files import write_csv, write_json, write_text
 from ..models.cpm import CPM, PRESETS
 from ..train import TrainConfig, Trainer, TrainingDiverged, read_checkpoint
 from ..utils import resolve_device, seed_everything
-from .plan import DEFAULT_EXPERIMENTS, NORMALIZE, THRESHOLDS, RunSpec, ablation_plan
+from .plan import DEFAULT_EXPERIMENTS, DEFAULT_PRESET, NORMALIZE, THRESHOLDS, RunSpec, ablation_plan
 from .report import _git_commit, _manifest, render_figures, summary_markdown
 from .results import (
     FINISHED,
@@ -285,9 +285,9 @@ def _finished_result(spec: RunSpec, run_dir: str) -> dict | None:
 # ------------------------------------------------------------------------------------------------
 # The sweep: plan, execute, write
 # ------------------------------------------------------------------------------------------------
-def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = "tiny", data: str = "synthetic",
+def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = DEFAULT_PRESET, data: str = "synthetic",
                  strategies: Sequence[str] | None = None, stages: Sequence[int] | None = None,
-                 seeds: Sequence[int] | None = None, steps: int | None = None, *, quick: bool = False,
+                 seeds: Sequence[int] | None = None, steps: int | None = None, *, budget: str = "default",
                  batch_size: int | None = None, strategy_stages: int | None = None,
                  experiments: Sequence[str] = DEFAULT_EXPERIMENTS, eval_size: int | None | str = "auto",
                  eval_seed: int = 0, device: str = "auto", resume: bool = True, jobs: int | str = "auto",
@@ -295,28 +295,34 @@ def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = "ti
                  grad_every: int | None = None, checkpoint_every: int | None = None,
                  keep_checkpoints: bool = True, figures: bool = True, progress: bool = True,
                  command: str | None = None, train_overrides: dict | None = None,
-                 model_overrides: dict | None = None) -> AblationResult:
+                 model_overrides: dict | None = None,
+                 normalisation_settings: Sequence[str] | None = None) -> AblationResult:
     """Run (or resume) the ablation sweep and write its tables and figures to ``out_dir``.
 
     Args:
         out_dir: folder of the aggregate CSVs, figures, summary.md and MANIFEST.json.
-        preset: model preset ("tiny", "small", "paper"); sets the default budget
-            (``ABLATION_BUDGETS``).
+        preset: model preset (default "ablation": plain conv + ReLU stages, no normalisation,
+            SGD, the paper's mechanism at CPU size; "tiny", "small", "paper"); with ``budget``
+            it sets the defaults of the sweep (``ABLATION_BUDGETS``).
         data: dataset spec for ``cpm_lab.data.specs.make_dataset`` ("synthetic",
             "synthetic:easy", "lspet", ...). Training uses split "train" with the run's seed;
             evaluation the "test" split with ``eval_seed``.
         strategies: training strategies of the "strategies" experiment (default all four).
         stages: numbers of stages of the "stages" sweep (default 1..6; quick: 1..3).
-        seeds: seeds (default 0, 1, 2; quick: 0). Each seed sets initial weights and data order.
-        steps, batch_size: optimiser steps and batch of EVERY run (default: the preset's budget;
+        seeds: seeds (default: the budget's; 0..4 for "ablation", 0, 1, 2 for the other presets;
+            quick: 0). Each seed sets initial weights and data order.
+        steps, batch_size: optimiser steps and batch of EVERY run (default: the budget's;
             quick: 60 x 8).
-        quick: small defaults for tests and notebooks (``QUICK``); explicit arguments win.
+        budget: "default" (for "ablation": 500 steps a run, 15 min on a 2-core CPU), "full"
+            (for "ablation": 3000 steps a run, the budget that reproduces the paper's accuracy
+            effects, about 2 h) or "quick" (``QUICK``: a smoke test for tests and notebooks);
+            see ``budget_settings``. Explicit arguments win.
         strategy_stages: number of stages of the strategies and normalisation experiments
             (default: the preset's, e.g. 6 for "ablation" and "paper", as in the paper's Fig. 6b).
         experiments: which of ``EXPERIMENTS`` to run (default ``DEFAULT_EXPERIMENTS``:
             strategies and stages; "normalisation" adds end-to-end with and without intermediate
             supervision under each of ``NORMALISATION_SETTINGS``: BatchNorm and/or Adam).
-        eval_size: held-out images ("auto": the preset's budget for synthetic data, quick 64,
+        eval_size: held-out images ("auto": the budget's for synthetic data, quick 64,
             the whole test split for real data; None: whole split).
         eval_seed: seed of the held-out split (the same images for every run).
         device: "auto" (cuda > mps > cpu), "cpu", "cuda", ...
@@ -335,17 +341,19 @@ def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = "ti
             every run, e.g. ``{"optimizer": "sgd", "lr": 4e-4}``: the paper's optimiser, under
             which the effect of intermediate supervision on accuracy shows (Adam, the tiny
             preset's default, rescales small early-layer gradients; see data/results/README.md).
+        normalisation_settings: the ``NORMALISATION_SETTINGS`` of the "normalisation" experiment
+            besides "preset", its baseline (default: all).
 
     Returns:
         ``AblationResult`` (tables as pandas DataFrames, figure paths, manifest). Runs that fail
         are listed in ``runs`` with status "failed" and their error; the others still count.
     """
 
-    specs = ablation_plan(preset, data, strategies, stages, seeds, steps, quick=quick, batch_size=batch_size,
+    specs = ablation_plan(preset, data, strategies, stages, seeds, steps, budget=budget, batch_size=batch_size,
                           strategy_stages=strategy_stages, experiments=experiments, eval_size=eval_size,
                           eval_seed=eval_seed, device=device, grad_every=grad_every,
                           checkpoint_every=checkpoint_every, train_overrides=train_overrides,
-                          model_overrides=model_overrides)
+                          model_overrides=model_overrides, normalisation_settings=normalisation_settings)
     dev = resolve_device(device)
     jobs = _check_jobs(jobs, threads, dev)
     # Probe the data before creating folders, so a bad spec or a missing dataset fails at once.
@@ -363,7 +371,7 @@ def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = "ti
              keep_checkpoints=keep_checkpoints, progress=progress)
     result = collect(specs, runs_dir, results)
     command = command or (f"cpm_lab.experiments.run_ablation({out_dir!r}, preset={preset!r}, data={data!r}, "
-                          f"quick={quick})")
+                          f"budget={budget!r})")
     result.manifest = _manifest(command, specs, result.runs, time.perf_counter() - t_start, dev, jobs, threads,
                                 out_dir, runs_dir, git)
     return _write_results(result, out_dir, figures)

@@ -35,11 +35,11 @@ OPTIMIZER_DEFAULTS = {
 #: points above stage 1 (lr 3e-3 gave 0.89; 2400 steps at 3e-3, 0.88). "small" is an untuned guess.
 #: "paper" follows the official solver (batch 16, SGD lr 8e-5, x0.333 decay) at a reduced length,
 #: with its loss (Caffe EuclideanLoss) and lr multipliers (stage-1 weights x5, biases x2, no decay).
-#: "ablation" (plain CPM, no normalisation; channels_last on CPU: 1.4x faster): SGD momentum 0.9 at lr 1e-3 after a 200-step warm-up,
-#: cosine decay, Caffe loss, no weight decay. In exploratory runs with these settings (2026-12-03,
-#: synthetic, 3000 steps x 8, 5 seeds, ~5 min a run on one core) stage-6 PCK@0.2 was 0.71-0.72
-#: with intermediate supervision and 0.55-0.58 without; lr 2e-3 with a 60-step warm-up left
-#: intermediate stages dead (PCK 0) in 2 of 5 seeds.
+#: "ablation" (plain CPM, no normalisation; channels_last on a CPU: 1.4x faster): SGD momentum 0.9
+#: at lr 1e-3 after a 200-step warm-up, cosine decay, Caffe loss, no weight decay. In exploratory
+#: runs with these settings (2026-12-03, synthetic, 3000 steps x 8, 5 seeds, ~5 min a run on one
+#: core) stage-6 PCK@0.2 was 0.71-0.72 with intermediate supervision and 0.55-0.58 without;
+#: lr 2e-3 with a 60-step warm-up left intermediate stages dead (PCK 0) in 2 of 5 seeds.
 PRESET_DEFAULTS: dict[str, dict] = {
     "tiny": dict(steps=3000, batch_size=8, lr=5e-3, cpu_channels_last=True),
     "small": dict(steps=3000, batch_size=16),
