@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -426,6 +427,15 @@ def test_normalisation_sweep_writes_a_setting_column_table_and_figure(tmp_path):
     assert manifest["experiments"] == ["normalisation"] and len(manifest["normalisation_settings"]) == 4
     back = load_results(tmp_path)
     pd.testing.assert_frame_equal(ex.normalisation_table(back), t, check_dtype=False, rtol=1e-3)  # CSV: 4 digits
+    # the paper's figures draw the preset's own runs, not the BatchNorm / Adam ones
+    from cpm_lab.viz.ablation import plot_supervision_gradients
+
+    def drawn(gradients):
+        fig = plot_supervision_gradients(gradients)
+        data = [np.asarray(line.get_ydata(), dtype=float).round(6).tolist() for ax in fig.axes for line in ax.lines]
+        plt.close(fig)
+        return data
+    assert drawn(res.gradients) == drawn(ex.of_setting(res.gradients, "preset"))
 
 
 def _normalisation_result(benefits: dict[str, list[float]], ratios: dict[str, float]) -> ex.AblationResult:

@@ -12,6 +12,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from ..diagnostics.gradients import DEFAULT_BIN_EDGES
 from ..train.phases import STRATEGY_LABELS
@@ -25,7 +26,16 @@ STRATEGY_COLORS = {"end_to_end": "C0", "stagewise_finetune": "C2", "stagewise": 
 SUPERVISION_LABELS = {"end_to_end": "with intermediate supervision", "no_intermediate": "final-stage loss only"}
 
 
+def _preset_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an ablation table from runs under the preset's own recipe: the figures of the
+    paper's experiments leave out the BatchNorm / Adam runs of the normalisation contrast."""
+    from ..experiments.results import of_setting  # lazy: experiments.report imports this module
+
+    return of_setting(table)
+
+
 def _pck_summary(pck: pd.DataFrame, experiment: str, part: str = "mean") -> pd.DataFrame:
+    pck = _preset_runs(pck)
     sub = pck[(pck["experiment"] == experiment) & (pck["metric"] == "pck") & (pck["part"] == part)]
     if sub.empty:
         raise ValueError(f"no PCK rows for experiment {experiment!r} (part {part!r}) in the table")
@@ -170,9 +180,10 @@ def plot_supervision_histograms(histograms: pd.DataFrame,
                                 num_stages: int | None = None, steps: Sequence[int] | None = None):
     """Paper Fig. 5: per-weight gradient magnitudes at layers of increasing depth (rows), with and
     without intermediate supervision (columns), at several points of training (light = early,
-    dark = late). Counts are pooled over seeds.
+    dark = late). Counts are pooled over seeds, of the runs under the preset's own recipe.
     """
-    h = histograms[histograms["strategy"].isin(strategies)]
+    h = _preset_runs(histograms)
+    h = h[h["strategy"].isin(strategies)]
     t = _pick_stages(h, strategies, num_stages)
     h = h[h["num_stages"] == t]
     depth = h.drop_duplicates("layer").set_index("layer")["depth"]
@@ -223,13 +234,15 @@ def plot_supervision_gradients(gradients: pd.DataFrame,
     conv layer's norm against its depth (geometric mean over the recorded steps after step 1 and
     over seeds); layers on the image -> final-output path are joined, side branches (the shared
     trunk, each stage's feature conv) are hollow markers. The paper's claim: without
-    intermediate supervision the early layers receive much smaller gradients.
+    intermediate supervision the early layers receive much smaller gradients. Runs under the
+    preset's own recipe only (not the normalisation contrast's).
     """
-    g = gradients[gradients["strategy"].isin(strategies)]
+    g = _preset_runs(gradients)
+    g = g[g["strategy"].isin(strategies)]
     t = _pick_stages(g, strategies, num_stages)
     g = g[g["num_stages"] == t].copy()
     g["logn"] = np.log(g["norm"].clip(lower=1e-30))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
     colors = stage_colors(t)
     styles = ["-", "--", ":", "-."]
     stage_rows = g[g["layer"].str.fullmatch(r"stage\d+")]
@@ -237,13 +250,16 @@ def plot_supervision_gradients(gradients: pd.DataFrame,
         sr = stage_rows[stage_rows["strategy"] == strat]
         for s_, gg in sr.groupby("stage"):
             m = gg.groupby("step")["logn"].mean()
-            ax.plot(m.index, np.exp(m.to_numpy()), styles[k % 4], color=colors[int(s_) - 1],
-                    label=f"stage {int(s_)}, {SUPERVISION_LABELS.get(strat, strat)}")
+            ax.plot(m.index, np.exp(m.to_numpy()), styles[k % 4], color=colors[int(s_) - 1])
     ax.set_yscale("log")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("gradient L2 norm of the stage's parameters")
     ax.set_title("Per-stage gradient norm during training", fontsize=10)
-    ax.legend(fontsize=6.5, frameon=False, ncol=2)
+    # one key for the colours (stages) and one for the line styles (runs), below the axes
+    keys = [Line2D([], [], color=colors[s_ - 1], lw=2, label=f"stage {s_}") for s_ in range(1, t + 1)]
+    keys += [Line2D([], [], color="k", ls=styles[k % 4], label=SUPERVISION_LABELS.get(strat, strat))
+             for k, strat in enumerate(strategies)]
+    ax.legend(handles=keys, fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
 
     layers = g[~g["layer"].str.fullmatch(r"stage\d+") & (g["step"] > 1)]
     for k, strat in enumerate(strategies):
