@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# JupyterLab refuses to run as root unless told; containers often are root.
 lab: install
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 demo: install
 	$(BIN)/cpm-lab demo --out runs/demo

@@ -15,6 +15,7 @@ import scipy.io
 import torch
 from PIL import Image
 
+import cpm_lab
 import cpm_lab.train
 from cpm_lab.cli import COMMANDS, main
 from cpm_lab.data import Augment, MeanPoseBaseline
@@ -256,6 +257,9 @@ def test_module_entry_points_and_registry(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cpm_lab.cli", "--help"], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=120)
     assert proc.returncode == 0 and "train" in proc.stdout and "eval" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "cpm_lab.cli", "--version"], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cpm-lab {cpm_lab.__version__}"
 
 
 @pytest.mark.slow  # times a forward of every preset, the paper one included (~10 s on a CPU)

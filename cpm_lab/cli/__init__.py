@@ -168,7 +168,10 @@ def format_part_table(table, thresholds: Sequence[float] = (0.1, 0.2), stage: in
 # main
 # ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = _Parser(prog=PROG, description="Convolutional Pose Machines: train, evaluate, explore.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
