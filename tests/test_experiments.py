@@ -526,3 +526,27 @@ def test_check_claims_calls_a_tie_not_established():
     few = ex.check_claims(_hand_made_result([0.8, 0.82, 0.81], {"no_intermediate": [0.7, 0.71, 0.69]}))
     assert few.set_index("claim").loc["end-to-end with intermediate supervision beats final-loss-only",
                                       "why"].startswith("only 3 paired seed(s)")
+
+
+# ------------------------------------------------------------------------------------------------ shipped
+def test_shipped_results_say_what_their_files_show():
+    """data/results/README.md and the README state the verdicts check_claims computes from the
+    shipped tables; the contrast's findings likewise. Regenerating the results without updating
+    the prose fails here."""
+    from cpm_lab.assets import ROOT, asset
+
+    shipped = load_results(asset("results"))
+    assert shipped.manifest["settings"]["preset"] == "ablation" and len(shipped.manifest["settings"]["seeds"]) >= 5
+    results_readme = (asset("results") / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    summary = (asset("results") / "summary.md").read_text()
+    claims = ex.check_claims(shipped)
+    assert len(claims) == 9
+    for c in claims.itertuples():
+        row = f"| {c.figure} | {c.claim} | {c.measured} | **{c.verdict}**"
+        assert row in results_readme and row in summary, row
+        assert f"| {c.figure} | {c.claim} | **{c.verdict}** |" in readme, c.claim
+    findings = ex.normalisation_findings(ex.normalisation_table(shipped))
+    assert len(findings) >= 3
+    for line in findings:
+        assert line in results_readme, line

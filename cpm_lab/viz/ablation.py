@@ -217,8 +217,9 @@ def plot_supervision_histograms(histograms: pd.DataFrame,
         if lo > 0 and np.isfinite(hi):
             x = 0.5 * (np.log10(lo) + np.log10(hi))
             ax.axvline(x, color="black", ls="--", lw=0.9, label=f"median, last step: $10^{{{x:.1f}}}$")
-            ax.legend(fontsize=6, frameon=False, loc="upper left")
-    n = histograms["seed"].nunique()
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.8)  # headroom: the legend sits above the histograms
+            ax.legend(fontsize=7, frameon=False, loc="upper left")
+    n = h["seed"].nunique()
     fig.suptitle(f"Gradient magnitude per weight, {t}-stage CPM (paper Fig. 5); rows: shallow to deep layers; "
                  f"pooled over {n} seed{'s' if n > 1 else ''}", fontsize=9)
     fig.tight_layout()
