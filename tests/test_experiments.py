@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -531,22 +532,30 @@ def test_check_claims_calls_a_tie_not_established():
 # ------------------------------------------------------------------------------------------------ shipped
 def test_shipped_results_say_what_their_files_show():
     """data/results/README.md and the README state the verdicts check_claims computes from the
-    shipped tables; the contrast's findings likewise. Regenerating the results without updating
-    the prose fails here."""
+    shipped tables (the default budget, and the full one in full/), and the contrast's findings.
+    Regenerating the results without updating the prose fails here."""
     from cpm_lab.assets import ROOT, asset
 
-    shipped = load_results(asset("results"))
-    assert shipped.manifest["settings"]["preset"] == "ablation" and len(shipped.manifest["settings"]["seeds"]) >= 5
+    shipped, full = load_results(asset("results")), load_results(asset("results") / "full")
     results_readme = (asset("results") / "README.md").read_text()
     readme = (ROOT / "README.md").read_text()
-    summary = (asset("results") / "summary.md").read_text()
-    claims = ex.check_claims(shipped)
-    assert len(claims) == 9
-    for c in claims.itertuples():
-        row = f"| {c.figure} | {c.claim} | {c.measured} | **{c.verdict}**"
-        assert row in results_readme and row in summary, row
+    verdicts = {}
+    for name, result in (("default", shipped), ("full", full)):
+        settings = result.manifest["settings"]
+        assert settings["preset"] == "ablation" and len(settings["seeds"]) >= 5
+        summary = (Path(result.out_dir) / "summary.md").read_text()
+        claims = ex.check_claims(result)
+        assert len(claims) == 9
+        for c in claims.itertuples():
+            row = f"| {c.figure} | {c.claim} | {c.measured} | **{c.verdict}**"
+            assert row in results_readme and row in summary, row
+        verdicts[name] = claims["verdict"].tolist()
+    assert {r.steps for r in full.runs.itertuples()} == {6 * s for s in set(shipped.runs["steps"])}
+    # "Both budgets give the same verdicts"; the README's table is the default budget's
+    assert verdicts["default"] == verdicts["full"] and "Both budgets give the same verdicts" in results_readme
+    for c in ex.check_claims(shipped).itertuples():
         assert f"| {c.figure} | {c.claim} | **{c.verdict}** |" in readme, c.claim
     findings = ex.normalisation_findings(ex.normalisation_table(shipped))
-    assert len(findings) >= 3
+    assert len(findings) == 4
     for line in findings:
-        assert line in results_readme, line
+        assert line in results_readme and line in readme, line

@@ -4,8 +4,8 @@
 
     from cpm_lab.experiments import run_ablation
     result = run_ablation("runs/ablation", budget="quick")  # a smoke test, ~1-2 min on a laptop CPU
-    result = run_ablation("runs/ablation")                  # 15 min on a 2-core CPU
-    result = run_ablation("runs/ablation", budget="full")   # the paper's effects, ~2 h
+    result = run_ablation("runs/ablation")                  # 10 min on a 2-core CPU
+    result = run_ablation("runs/ablation", budget="full")   # 6x longer runs, ~1 h
     result.summary                                          # final-stage PCK, mean +- std over seeds
 
 or headless: ``cpm-lab ablate --out runs/ablation [--budget quick|default|full]`` (``cpm_lab.cli.ablate``).

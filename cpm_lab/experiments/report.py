@@ -118,6 +118,11 @@ def _interval_text(mean, low, high) -> str:
     return f"{mean:+.3f}" + (f" [{low:+.3f}, {high:+.3f}]" if np.isfinite(low) else "")
 
 
+def _times(x: float) -> str:
+    """A ratio as "19.5x" or, from 1000 on, "33,609x"."""
+    return f"{x:.1f}x" if x < 1000 else f"{x:,.0f}x"
+
+
 def _ratio_text(ratio, low, high) -> str:
     def fmt(x):
         return f"{x:.3g}x" if x < 1000 else f"{x:,.0f}x"
@@ -330,7 +335,7 @@ def _gradient_claims(gradients: pd.DataFrame, far: float, **kw) -> list[dict]:
             lo, hi = 10 ** (c.low + np.log10(far)), 10 ** (c.high + np.log10(far))
             out.append(_claim("Fig. 5", f"the first layer's gradient is at least {far:g}x smaller without "
                                         "intermediate supervision",
-                              f"{layer}: {ratio:.1f}x smaller without, interval {lo:.1f}x-{hi:.1f}x "
+                              f"{layer}: {_times(ratio)} smaller without, interval {_times(lo)}-{_times(hi)} "
                               f"({c.confidence:.0%} {c.method}, {c.n} seeds)", c.verdict,
                               c.why.replace("zero", f"{far:g}x")))
         else:
@@ -445,8 +450,8 @@ def normalisation_findings(table: pd.DataFrame) -> list[str]:
             text += f". Without it the first conv layer gets {ratio} less gradient"
             if r.batch_norm and np.isfinite(base_low) and r.ratio_high < base_low:
                 text += (f", against {_ratio_text(base_ratio, np.nan, np.nan)} under the preset's recipe: BatchNorm "
-                         "re-scales every layer's activations, and with them the gradients flowing back, so the "
-                         "gradient no longer vanishes on its way down to stage 1")
+                         "re-scales every layer's activations, and with them the gradients flowing back, so far less "
+                         "of the gradient is lost on its way down to stage 1")
             elif (r.optimizer == "adam" and r.ratio_low > 10 and r.setting != "preset"
                   and r.shrink_verdict == REPRODUCED):
                 text += (": the gradient still vanishes, yet the benefit shrinks, because Adam divides each "

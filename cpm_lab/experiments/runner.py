@@ -40,9 +40,12 @@ from .results import (
     HISTOGRAM_COLUMNS,
     PCK_COLUMNS,
     RESULT_FILE,
+    RUN_COLUMNS,
     AblationResult,
     _concat,
+    _read_csv,
     collect,
+    summarize,
 )
 
 
@@ -313,10 +316,10 @@ def run_ablation(out_dir: str | os.PathLike = "runs/ablation", preset: str = DEF
             quick: 0). Each seed sets initial weights and data order.
         steps, batch_size: optimiser steps and batch of EVERY run (default: the budget's;
             quick: 60 x 8).
-        budget: "default" (for "ablation": 500 steps a run, 15 min on a 2-core CPU), "full"
-            (for "ablation": 3000 steps a run, the budget that reproduces the paper's accuracy
-            effects, about 2 h) or "quick" (``QUICK``: a smoke test for tests and notebooks);
-            see ``budget_settings``. Explicit arguments win.
+        budget: "default" (for "ablation": 500 steps a run, 10 min on a 2-core CPU), "full"
+            (for "ablation": 3000 steps a run, about 1 h: higher accuracy, and a stage curve
+            that rises up to 5 stages) or "quick" (``QUICK``: a smoke test for tests and
+            notebooks); see ``budget_settings``. Explicit arguments win.
         strategy_stages: number of stages of the strategies and normalisation experiments
             (default: the preset's, e.g. 6 for "ablation" and "paper", as in the paper's Fig. 6b).
         experiments: which of ``EXPERIMENTS`` to run (default ``DEFAULT_EXPERIMENTS``:
@@ -467,6 +470,13 @@ def _write_results(result: AblationResult, out_dir: str, figures: bool) -> Ablat
     write_csv(os.path.join(out_dir, "gradients.csv"), result.gradients, float_format="%.4g")
     write_csv(os.path.join(out_dir, "histograms.csv"), result.histograms, float_format="%.4g")
     write_csv(os.path.join(out_dir, "runs.csv"), result.runs, float_format="%.4g")
+    # From here on, the tables as stored: summary.md and the figures then say exactly what
+    # load_results(out_dir) will compute from the files (CSV rounds to 4-6 digits).
+    result.pck = _read_csv(os.path.join(out_dir, "pck.csv"), PCK_COLUMNS)
+    result.gradients = _read_csv(os.path.join(out_dir, "gradients.csv"), GRADIENT_COLUMNS)
+    result.histograms = _read_csv(os.path.join(out_dir, "histograms.csv"), HISTOGRAM_COLUMNS)
+    result.runs = _read_csv(os.path.join(out_dir, "runs.csv"), RUN_COLUMNS)
+    result.summary = summarize(result.pck)
     write_csv(os.path.join(out_dir, "summary.csv"), result.summary, float_format="%.4g")
     if figures:
         result.figures = render_figures(result, out_dir)

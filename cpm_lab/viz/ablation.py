@@ -320,6 +320,7 @@ def plot_normalisation(table: pd.DataFrame, threshold: float = 0.2):
         if np.isfinite(r.ratio_low):
             ax2.plot([r.ratio_low, r.ratio_high], [yi, yi], color="C3", lw=1.5)
     ax.axvline(0, color="grey", lw=0.8)
+    ax.locator_params(axis="x", nbins=5)  # signed tick labels are wide
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel(f"end-to-end − final-loss-only, final-stage PCK@{threshold:g}")
     ax.set_title("What intermediate supervision buys (paired by seed)", fontsize=10)
