@@ -43,26 +43,26 @@ def _int_list(text: str) -> list[int]:
     return out
 
 
+def _name_list(text: str, choices, what: str) -> list[str]:
+    """``"a,b"`` -> ["a", "b"], each one of ``choices`` (else one argparse error line)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in choices]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"unknown {what} {bad[0] if bad else text!r}; choose from "
+                                         f"{', '.join(choices)} (comma-separated)")
+    return names
+
+
 def _strategy_list(text: str) -> list[str]:
     from ..train.phases import STRATEGIES
 
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in names if s not in STRATEGIES]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"unknown strategy {bad[0] if bad else text!r}; choose from "
-                                         f"{', '.join(STRATEGIES)} (comma-separated)")
-    return names
+    return _name_list(text, STRATEGIES, "strategy")
 
 
 def _setting_list(text: str) -> list[str]:
     from ..experiments import NORMALISATION_SETTINGS
 
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in names if s not in NORMALISATION_SETTINGS]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"unknown setting {bad[0] if bad else text!r}; choose from "
-                                         f"{', '.join(NORMALISATION_SETTINGS)} (comma-separated)")
-    return names
+    return _name_list(text, tuple(NORMALISATION_SETTINGS), "setting")
 
 
 def _jobs(text: str):
