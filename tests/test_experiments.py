@@ -559,3 +559,12 @@ def test_shipped_results_say_what_their_files_show():
     assert len(findings) == 4
     for line in findings:
         assert line in results_readme and line in readme, line
+    # the full budget's contrast, and the README's sentence about BatchNorm there
+    table = ex.normalisation_table(full).set_index("setting")
+    for line in ex.normalisation_findings(table.reset_index()):
+        assert line in results_readme, line
+    bn, preset = table.loc["batchnorm"], table.loc["preset"]
+    assert bn["shrink_verdict"] == "reproduced"
+    assert (f"BatchNorm's benefit is measurably smaller than the preset's: {bn['benefit']:+.3f} against "
+            f"{preset['benefit']:+.3f}, difference {bn['shrink']:+.3f} [{bn['shrink_low']:+.3f}, "
+            f"{bn['shrink_high']:+.3f}]") in readme
