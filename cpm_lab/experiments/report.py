@@ -124,11 +124,9 @@ def _times(x: float) -> str:
 
 
 def _ratio_text(ratio, low, high) -> str:
-    def fmt(x):
-        return f"{x:.3g}x" if x < 1000 else f"{x:,.0f}x"
     if not np.isfinite(ratio):
         return "n/a"
-    return fmt(ratio) + (f" [{fmt(low)}, {fmt(high)}]" if np.isfinite(low) else "")
+    return _times(ratio) + (f" [{_times(low)}, {_times(high)}]" if np.isfinite(low) else "")
 
 
 def render_figures(result: AblationResult, out_dir: str) -> dict[str, str]:

@@ -144,13 +144,18 @@ def load_results(out_dir: str | os.PathLike = "data/results") -> AblationResult:
     if os.path.isfile(os.path.join(out_dir, "MANIFEST.json")):
         with open(os.path.join(out_dir, "MANIFEST.json")) as f:
             manifest = json.load(f)
-    pck = _read_csv(path, PCK_COLUMNS)
     figures = {os.path.splitext(n)[0]: os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir))
                if n.endswith(".png")}
-    return AblationResult(pck=pck, gradients=_read_csv(os.path.join(out_dir, "gradients.csv"), GRADIENT_COLUMNS),
-                          histograms=_read_csv(os.path.join(out_dir, "histograms.csv"), HISTOGRAM_COLUMNS),
-                          runs=_read_csv(os.path.join(out_dir, "runs.csv"), RUN_COLUMNS), summary=summarize(pck),
-                          out_dir=out_dir, figures=figures, manifest=manifest)
+    return AblationResult(**stored_tables(out_dir), out_dir=out_dir, figures=figures, manifest=manifest)
+
+
+def stored_tables(out_dir: str) -> dict:
+    """The tables of ``out_dir`` as stored (pck, gradients, histograms, runs; each empty when its
+    file is missing) and the summary computed from them."""
+    tables = {name: _read_csv(os.path.join(out_dir, f"{name}.csv"), columns) for name, columns in
+              (("pck", PCK_COLUMNS), ("gradients", GRADIENT_COLUMNS), ("histograms", HISTOGRAM_COLUMNS),
+               ("runs", RUN_COLUMNS))}
+    return {**tables, "summary": summarize(tables["pck"])}
 
 
 def summarize(pck, part: str = "mean", metric: str = "pck"):

@@ -40,12 +40,10 @@ from .results import (
     HISTOGRAM_COLUMNS,
     PCK_COLUMNS,
     RESULT_FILE,
-    RUN_COLUMNS,
     AblationResult,
     _concat,
-    _read_csv,
     collect,
-    summarize,
+    stored_tables,
 )
 
 
@@ -472,11 +470,8 @@ def _write_results(result: AblationResult, out_dir: str, figures: bool) -> Ablat
     write_csv(os.path.join(out_dir, "runs.csv"), result.runs, float_format="%.4g")
     # From here on, the tables as stored: summary.md and the figures then say exactly what
     # load_results(out_dir) will compute from the files (CSV rounds to 4-6 digits).
-    result.pck = _read_csv(os.path.join(out_dir, "pck.csv"), PCK_COLUMNS)
-    result.gradients = _read_csv(os.path.join(out_dir, "gradients.csv"), GRADIENT_COLUMNS)
-    result.histograms = _read_csv(os.path.join(out_dir, "histograms.csv"), HISTOGRAM_COLUMNS)
-    result.runs = _read_csv(os.path.join(out_dir, "runs.csv"), RUN_COLUMNS)
-    result.summary = summarize(result.pck)
+    for name, table in stored_tables(out_dir).items():
+        setattr(result, name, table)
     write_csv(os.path.join(out_dir, "summary.csv"), result.summary, float_format="%.4g")
     if figures:
         result.figures = render_figures(result, out_dir)
