@@ -568,3 +568,23 @@ def test_shipped_results_say_what_their_files_show():
     assert (f"BatchNorm's benefit is measurably smaller than the preset's: {bn['benefit']:+.3f} against "
             f"{preset['benefit']:+.3f}, difference {bn['shrink']:+.3f} [{bn['shrink_low']:+.3f}, "
             f"{bn['shrink_high']:+.3f}]") in readme
+
+
+def test_shipped_results_readme_numbers_hold():
+    """The numbers data/results/README.md states in prose, recomputed from the shipped tables."""
+    from cpm_lab.assets import asset
+    from cpm_lab.experiments.results import of_setting
+
+    text = (asset("results") / "README.md").read_text()
+    full = load_results(asset("results") / "full")
+    final = of_setting(full.final_stage(0.2)).set_index(["experiment", "strategy", "num_stages"])["mean"]
+    stages = [final[("stages", "end_to_end", t)] for t in range(1, 7)]
+    gains = ", ".join(f"{b - a:+.3f}" for a, b in zip(stages, stages[1:]))
+    assert gains in " ".join(text.split())
+    runs = of_setting(full.runs)
+    per_seed = runs[runs["experiments"].str.startswith("strategies")].pivot_table(
+        index="seed", columns="strategy", values="pck@0.2")
+    gap = per_seed["end_to_end"] - per_seed["no_intermediate"]
+    assert (gap > 0).all() and f"by {gap.min():.3f} to {gap.max():.3f}" in text.replace("\n", " ")
+    e2e, sw, ft = (final[("strategies", s, 6)] for s in ("end_to_end", "stagewise", "stagewise_finetune"))
+    assert round((ft - sw) / (e2e - sw), 1) == 0.6 and "recovers only about 60% of the gap" in text.replace("\n", " ")
