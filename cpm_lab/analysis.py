@@ -4,12 +4,15 @@ Where :mod:`cpm_lab.metrics` scores predictions (PCK, AUC, EPE), this module tak
 
 * :func:`side_swaps`: how often a left/right part is predicted nearer its MIRROR joint than
   itself, per stage (a tidy DataFrame).
+* :func:`error_taxonomy`: every labelled joint's prediction at every stage classed as good,
+  jitter, inversion, swap or miss (after Ronchi & Perona, ICCV 2017), as a tidy DataFrame.
 * :func:`part_confusion`: on which TRUE joint each part's belief map fires, as a parts x joints
   matrix (left/right confusions light up the mirror column).
 * :func:`feature_importances`: how much each stage of a fitted ``PoseMachine`` rests on image
   features and on which parts' context (a tidy DataFrame).
-* :func:`confusion_example` and :func:`most_improved`: pick a sample by a stated criterion (a map
-  firing on both sides that later stages repair; the largest error drop between stages).
+* :func:`confusion_example`, :func:`most_improved` and :func:`side_fix_example`: pick a sample by
+  a stated criterion (a map firing on both sides that later stages repair; the largest error drop
+  between stages; an estimate on the wrong arm that a later stage moves to the right one).
 
 All are pure functions of arrays (torch tensors or numpy, any device) and return numpy arrays,
 sample indices or tidy pandas DataFrames; the figures that draw them are in
@@ -29,7 +32,8 @@ from . import skeleton
 from .targets import CodecConfig, cell_index, labelled_mask
 from .utils import to_numpy
 
-__all__ = ["confusion_example", "feature_importances", "most_improved", "part_confusion", "side_swaps"]
+__all__ = ["ERROR_KINDS", "confusion_example", "error_taxonomy", "feature_importances", "most_improved",
+           "part_confusion", "side_fix_example", "side_swaps"]
 
 STRIDE = CodecConfig.stride  # input pixels per belief cell, the CPM's and the pose machine's 8
 
@@ -103,6 +107,82 @@ def part_confusion(beliefs, keypoints, stride: int = STRIDE) -> np.ndarray:
     count = ok.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (at.sum(0) / count[:, None]).T  # (channel, joint)
+
+
+#: The classes of :func:`error_taxonomy`, best first.
+ERROR_KINDS = ("good", "jitter", "inversion", "swap", "miss")
+
+
+def _side(name: str) -> str:
+    return name.split("_")[0] if name.startswith(("right_", "left_")) else "centre"
+
+
+def error_taxonomy(stage_preds: Sequence, keypoints, good: float = 0.1, near: float = 0.2) -> pd.DataFrame:
+    """Class every labelled joint's prediction at every stage by what went wrong.
+
+    After Ronchi & Perona ("Benchmarking and Error Diagnosis in Multi-Instance Pose Estimation",
+    ICCV 2017), for one person per image. Distances are divided by the person's torso size
+    (``metrics.normalizer(..., "torso")``, the PCK normaliser), so the classes nest with PCK:
+
+    * **good**: within ``good`` (0.1) torso of its own joint (PCK@0.1 counts it);
+    * **jitter**: within ``near`` (0.2) but not ``good`` (PCK@0.2 counts good + jitter);
+    * otherwise, looking at the person's other true joints within ``near`` of the prediction:
+      **swap** if the nearest of them is the part's mirror joint, the other side's same joint
+      (a right wrist predicted on the left wrist); **inversion** if it is another joint of the
+      same side of the body (a right wrist on the right elbow; for the neck and head top, the
+      other of the two). Ronchi & Perona call a left/right confusion an inversion and keep
+      "swap" for another person's joint; this single-person table names the two confusions
+      context is meant to fix separately instead;
+    * **miss**: none of these (a distractor, the background, another body part of the other side).
+
+    Args:
+        stage_preds: per-stage decoded keypoints, each (N, 14, 3) in input pixels.
+        keypoints: (N, 14, 3) ground truth, LSP-14 order; unlabelled joints and people without a
+            torso size are left out.
+        good, near: the two thresholds as fractions of the torso size.
+    Returns:
+        tidy DataFrame with columns ``stage`` (1-based), ``part`` (short name, and ``"all"``
+        pooling every part), ``kind`` (one of ``ERROR_KINDS``), ``count`` and ``share`` (of that
+        stage and part's classified joints; the shares of a stage and part sum to 1).
+    """
+    from .metrics import normalizer
+
+    if not 0 < good < near:
+        raise ValueError(f"need 0 < good < near; got good={good}, near={near}")
+    gt = to_numpy(keypoints).astype(np.float64)
+    if gt.ndim != 3 or gt.shape[1] != skeleton.NUM_JOINTS:
+        raise ValueError(f"keypoints must be (N, {skeleton.NUM_JOINTS}, 3) in LSP order; got {gt.shape}")
+    length = normalizer(gt, "torso")                                     # (N,)
+    lab = labelled_mask(gt) & np.isfinite(length)[:, None]
+    p_all = gt.shape[1]
+    mirror = np.array(skeleton.FLIP_INDEX)
+    sides = [_side(n) for n in skeleton.JOINT_NAMES]
+    same_side = np.array([[q != p and q != mirror[p] and sides[q] == sides[p] for q in range(p_all)]
+                          for p in range(p_all)])                         # (P, P): inversion candidates
+    rows = []
+    for t, pred in enumerate(stage_preds, start=1):
+        pr = to_numpy(pred).astype(np.float64)
+        if pr.shape[:2] != gt.shape[:2]:
+            raise ValueError(f"stage {t} predictions {pr.shape} do not match keypoints {gt.shape}")
+        # d[n, p, q]: prediction of part p to true joint q, in torso units (inf where q is unlabelled)
+        d = np.linalg.norm(pr[:, :, None, :2] - gt[:, None, :, :2], axis=-1) / length[:, None, None]
+        d = np.where(labelled_mask(gt)[:, None, :], d, np.inf)
+        d = np.nan_to_num(d, nan=np.inf)
+        own = d[:, np.arange(p_all), np.arange(p_all)]
+        mir = d[:, np.arange(p_all), mirror]
+        mir = np.where(mirror[None] != np.arange(p_all)[None], mir, np.inf)
+        inv = np.where(same_side[None], d, np.inf).min(-1)
+        kind = np.full(own.shape, 4)                                      # miss
+        kind = np.where((inv <= near) & (inv < mir), 2, kind)            # inversion
+        kind = np.where((mir <= near) & (mir <= inv), 3, kind)           # swap
+        kind = np.where(own <= near, 1, kind)                            # jitter
+        kind = np.where(own <= good, 0, kind)                            # good
+        for c, name in [*enumerate(skeleton.SHORT_NAMES), (None, "all")]:
+            k = kind[lab[:, c], c] if c is not None else kind[lab]
+            counts = np.bincount(k, minlength=len(ERROR_KINDS))
+            total = max(int(counts.sum()), 1)
+            rows += [(t, name, kname, int(counts[i]), counts[i] / total) for i, kname in enumerate(ERROR_KINDS)]
+    return pd.DataFrame(rows, columns=["stage", "part", "kind", "count", "share"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +318,47 @@ def most_improved(stage_preds: Sequence, keypoints, parts: Sequence[int | str] =
     if not ok.any():
         raise ValueError(f"no sample has all of {list(parts)} visible")
     return int(np.where(ok, err[0] - err[1], -np.inf).argmax())
+
+
+def side_fix_example(stage_preds: Sequence, keypoints, part: int | str = "right_wrist", first: int = 1,
+                     last: int | None = None) -> int:
+    """Index of the sample whose ``part`` estimate moves most from the wrong side at stage ``first``
+    to the right side at stage ``last``.
+
+    "Wrong side" means nearer the true position of the mirror joint (``skeleton.FLIP_INDEX``) than
+    its own, as in :func:`side_swaps`; "right side" the opposite. Among samples with both joints
+    labelled that are on the wrong side at ``first`` and on the right side at ``last``, the one
+    with the largest drop in the part's pixel error wins.
+
+    Args:
+        stage_preds: per-stage decoded keypoints, each (N, P, 3) in input pixels.
+        keypoints: (N, P, 3) ground truth, LSP-14 order.
+        part: a left/right joint, index or name.
+        first, last: 1-based stages (``last`` defaults to the final stage).
+    Returns:
+        the sample index (int). Raises ValueError when no sample is fixed this way.
+    """
+    preds = [to_numpy(p) for p in stage_preds]
+    gt = to_numpy(keypoints)
+    last = len(preds) if last is None else int(last)
+    if not (1 <= first <= len(preds) and 1 <= last <= len(preds)):
+        raise ValueError(f"first and last must be in 1..{len(preds)}, got {first}, {last}")
+    p = skeleton.part_index(part, gt.shape[1])
+    q = skeleton.FLIP_INDEX[p]
+    if q == p:
+        raise ValueError(f"{skeleton.JOINT_NAMES[p]} has no mirror joint")
+
+    def own_and_mirror(stage):
+        xy = preds[stage - 1][:, p, :2]
+        return np.linalg.norm(xy - gt[:, p, :2], axis=-1), np.linalg.norm(xy - gt[:, q, :2], axis=-1)
+
+    own_f, mir_f = own_and_mirror(first)
+    own_l, mir_l = own_and_mirror(last)
+    ok = labelled_mask(gt[:, [p, q]]).all(-1) & (mir_f < own_f) & (own_l < mir_l)
+    if not ok.any():
+        raise ValueError(f"no sample has its {skeleton.JOINT_NAMES[p]} on the wrong side at stage {first} "
+                         f"and on the right side at stage {last}")
+    return int(np.where(ok, own_f - own_l, -np.inf).argmax())
 
 
 # ---------------------------------------------------------------------------------------------

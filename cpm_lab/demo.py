@@ -3,8 +3,10 @@
 Writes to ``out``:
 
 * ``samples.png``   synthetic people at each difficulty, with their skeletons;
-* ``beliefs.png``   a tiny CPM's beliefs on a held-out person, stage by stage (all parts), and
-  ``beliefs_right_wrist.png`` for one part;
+* ``beliefs.png``   a tiny CPM's beliefs on a held-out person, stage by stage (all parts, with
+  the colour key), and ``beliefs_right_wrist.png`` for the right wrist (colours scaled to each
+  stage's peak); the person is the one whose right wrist moves most from the wrong arm at stage 1
+  to the right one at the last stage (``analysis.side_fix_example``), as in notebook 00;
 * ``receptive_fields.png``  the analytic receptive field of each stage of that model;
 * ``model.csv``     per preset: parameters, input size, per-stage belief shape, forward time;
 * ``pck.csv``       the tidy per-stage, per-part metrics of the tiny CPM on held-out data, and
@@ -26,10 +28,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from . import skeleton  # noqa: E402
+from .analysis import side_fix_example  # noqa: E402
 from .assets import TINY_WEIGHTS  # noqa: E402
 from .data import SyntheticPoses  # noqa: E402
 from .diagnostics import receptive_fields  # noqa: E402
-from .inference import evaluate, load_model, predict  # noqa: E402
+from .inference import evaluate, load_model, predict, predict_dataset  # noqa: E402
 from .metrics import pck_table  # noqa: E402
 from .models import CPM, PRESETS  # noqa: E402
 from .utils import resolve_device  # noqa: E402
@@ -77,14 +80,20 @@ def run_demo(out: str | Path = "runs/demo", device: str = "auto", samples: int =
         origin = "randomly initialised tiny CPM (no shipped weights found)"
     test_set = SyntheticPoses(length=samples, image_size=model.config.input_size, difficulty="standard",
                               seed=1000 + seed)
-    item = test_set[3]
+    try:   # as in notebook 00: the right wrist moved from the wrong arm to the right one
+        held_out = predict_dataset(model, test_set, device=dev)
+        index = side_fix_example(held_out.keypoints, held_out.truth, "right_wrist")
+    except ValueError:   # e.g. an untrained model
+        index = 0
+    item = test_set[index]
     out_1 = predict(model, item["image"], item["center"])
     maps, preds = [b[0] for b in out_1.beliefs], [k[0] for k in out_1.keypoints]
     stride = model.codec.stride
     plot_stage_beliefs(item["image"], maps, part="all", stride=stride, keypoints=item["keypoints"],
-                       predictions=preds).savefig(out / "beliefs.png", dpi=100)
+                       predictions=preds, size=3.6).savefig(out / "beliefs.png", dpi=110)
     plot_stage_beliefs(item["image"], maps, part=skeleton.JOINT_INDEX["right_wrist"], stride=stride,
-                       predictions=preds).savefig(out / "beliefs_right_wrist.png", dpi=100)
+                       predictions=preds, size=3.6, scale_to_peak=True).savefig(out / "beliefs_right_wrist.png",
+                                                                                dpi=110)
     plt.close("all")
     fig = plot_receptive_fields(receptive_fields(model), image=item["image"])
     (fig if hasattr(fig, "savefig") else fig.figure).savefig(out / "receptive_fields.png", dpi=100)

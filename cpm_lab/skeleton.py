@@ -96,15 +96,26 @@ def _limb_side(a: int, b: int) -> str:
     return sides.pop() if len(sides) == 1 else "centre"
 
 
-#: One distinct RGB colour (floats in [0, 1]) per joint, for "all parts" composites.
+#: One RGB colour (floats in [0, 1]) per joint, for "all parts" composites. The person's right
+#: side is warm (reds, oranges, yellow) and the left side cool (blues, cyan, violet), the same
+#: joint on both sides at a matching depth (ankles dark, hips pale, wrists brightest), and the
+#: centre line green, so left/right confusions show as a colour swap; ``viz.part_key`` names them.
 JOINT_COLORS: np.ndarray = np.array([
-    (0.84, 0.15, 0.16), (1.00, 0.50, 0.05), (0.95, 0.75, 0.10),
-    (0.55, 0.80, 0.20), (0.17, 0.63, 0.17), (0.09, 0.75, 0.81),
-    (0.58, 0.40, 0.74), (0.89, 0.47, 0.76), (0.55, 0.34, 0.29),
-    (0.12, 0.47, 0.71), (0.68, 0.78, 0.91), (0.40, 0.20, 0.80),
-    (0.50, 0.50, 0.50), (0.98, 0.60, 0.60),
+    (0.80, 0.05, 0.05),   # right ankle: dark red
+    (1.00, 0.30, 0.25),   # right knee: red
+    (1.00, 0.62, 0.62),   # right hip: pink
+    (0.60, 0.75, 1.00),   # left hip: pale blue
+    (0.25, 0.45, 1.00),   # left knee: blue
+    (0.10, 0.15, 0.80),   # left ankle: dark blue
+    (1.00, 0.92, 0.10),   # right wrist: yellow
+    (1.00, 0.58, 0.05),   # right elbow: orange
+    (0.85, 0.40, 0.20),   # right shoulder: rust
+    (0.65, 0.45, 1.00),   # left shoulder: violet
+    (0.15, 0.75, 0.95),   # left elbow: sky
+    (0.10, 1.00, 0.95),   # left wrist: cyan
+    (0.25, 0.85, 0.30),   # neck: green
+    (0.80, 1.00, 0.55),   # head top: light green
 ], dtype=np.float32)
-
 #: Limb colours by side: person's right red, left blue, centre (neck, pelvis) green.
 LIMB_COLORS: tuple[tuple[float, float, float], ...] = tuple(SIDE_COLORS[_limb_side(a, b)] for a, b in LIMBS)
 

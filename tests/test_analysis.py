@@ -144,3 +144,56 @@ def test_mirror_beliefs_and_the_wrong_side_table():
     assert table.loc[(1, "l_wrist"), "median_ratio"] == 0.0 and table.loc[(1, "pooled"), "n"] == 4
     with pytest.raises(ValueError, match="no left/right mirror"):
         mirror_beliefs(stage1, kp, "neck")
+
+
+def test_side_fix_example_finds_the_wrist_moved_from_the_wrong_arm():
+    from cpm_lab.analysis import side_fix_example
+
+    r, left = skeleton.JOINT_INDEX["right_wrist"], skeleton.JOINT_INDEX["left_wrist"]
+    truth = np.zeros((3, 14, 3), np.float32)
+    truth[..., 2] = 2
+    truth[:, r, :2], truth[:, left, :2] = (20, 50), (80, 50)
+    first, last = truth.copy(), truth.copy()
+    first[0, r, :2] = (78, 50)       # wrong arm at stage 1, right one at the end: fixed by 58 px
+    first[1, r, :2] = (30, 50)       # right arm throughout
+    first[2, r, :2] = (79, 50)       # wrong arm at stage 1 ...
+    last[2, r, :2] = (75, 50)        # ... and still wrong at the end
+    assert side_fix_example([first, last], truth, "right_wrist") == 0
+    with pytest.raises(ValueError, match="no sample has its right_wrist on the wrong side"):
+        side_fix_example([first, last], truth, "right_wrist", first=2)
+    with pytest.raises(ValueError, match="no mirror joint"):
+        side_fix_example([first, last], truth, "neck")
+
+
+
+def test_error_taxonomy_classes_one_hand_built_prediction_each():
+    from cpm_lab.analysis import ERROR_KINDS, error_taxonomy
+
+    J = skeleton.JOINT_INDEX
+    truth = np.zeros((1, 14, 3))
+    truth[..., 2] = 2
+    for name, x in (("right", 30.0), ("left", 70.0)):             # a person facing the camera, torso 50 px
+        for k, joint in enumerate(("shoulder", "elbow", "wrist", "hip", "knee", "ankle")):
+            truth[0, J[f"{name}_{joint}"], :2] = (x, 20.0 + 10 * k)
+    truth[0, J["left_shoulder"], :2] = (70.0, 20.0)
+    truth[0, J["right_hip"], :2] = (30.0, 50.0)                   # |l_shoulder - r_hip| = 50 px
+    truth[0, J["neck"], :2], truth[0, J["head_top"], :2] = (50.0, 10.0), (50.0, 0.0)
+    pred = truth.copy()
+    pred[0, J["right_wrist"], :2] += (2.0, 0.0)                   # 0.04 torso: good
+    pred[0, J["right_elbow"], :2] += (7.0, 0.0)                   # 0.14 torso: jitter
+    pred[0, J["right_knee"], :2] = truth[0, J["left_knee"], :2] + (1, 0)     # on the mirror joint: swap
+    pred[0, J["left_ankle"], :2] = truth[0, J["left_elbow"], :2] + (0, 2)    # on its own side's elbow: inversion
+    pred[0, J["right_shoulder"], :2] = (200.0, 200.0)             # nowhere: miss
+    table = error_taxonomy([pred], truth)
+    kind = table[table["count"] > 0].set_index("part")["kind"]
+    assert (kind["r_wrist"], kind["r_elbow"], kind["r_knee"], kind["l_ankle"], kind["r_shoulder"]) == \
+        ("good", "jitter", "swap", "inversion", "miss")
+    everything = table[table["part"] == "all"].set_index("kind")
+    assert list(everything.index) == list(ERROR_KINDS)
+    assert everything["count"].to_dict() == dict(good=10, jitter=1, inversion=1, swap=1, miss=1)
+    assert everything["share"].sum() == pytest.approx(1.0)
+    truth[0, J["left_knee"], 2] = 0                               # an unlabelled joint is neither scored nor a target
+    again = error_taxonomy([pred], truth).set_index(["part", "kind"])["count"]
+    assert again[("l_knee", "good")] == 0 and again[("r_knee", "miss")] == 1 and again[("l_ankle", "inversion")] == 1
+    with pytest.raises(ValueError, match="good < near"):
+        error_taxonomy([pred], truth, good=0.3, near=0.2)

@@ -1,9 +1,13 @@
-"""The belief explorer as a person uses it: JupyterLab in headless Chromium, driven by Playwright.
+r"""The belief explorer as a person uses it: JupyterLab in headless Chromium, driven by Playwright.
 
 Starts JupyterLab on a free local port over a temporary copy of the notebooks (so autosave never
-writes outputs into the repository), opens ``04_belief_explorer.ipynb``, runs all cells, moves
-the stage slider and changes the part, and checks from screenshots that the belief image changed.
-Screenshots are kept in ``test-artifacts/browser/``.
+writes outputs into the repository), opens ``04_belief_explorer.ipynb`` and runs all cells. The
+notebook ends with a scripted ``explorer.update(index=..., part=right wrist, occluder=...,
+show_path=True)``: the test checks that the explorer's controls show that state, then moves the
+stage slider and changes the part, and checks from screenshots that the belief image changed
+while the rest of the scripted state (the occluder) stayed. It also checks that "PCK\@0.2" in
+the markdown renders as text, not as a mailto: link. Screenshots are kept in
+``test-artifacts/browser/``.
 
 Needs Debian's ``/usr/bin/chromium`` (``make test`` installs it when it can) and the Python
 ``playwright`` package; never downloads a browser of its own.
@@ -116,32 +120,54 @@ def test_explorer_in_jupyterlab(jupyter_url):
             image = page.locator(".widget-image").first
             image.wait_for(state="visible", timeout=300_000)
             image.scroll_into_view_if_needed()
-            page.wait_for_timeout(1500)
-            shots = {"final_stage": image.screenshot(path=str(ARTIFACTS / "1_final_stage_all_parts.png"))}
+            initial = image.screenshot()                   # before the scripted update, if it has not run yet
+            page.get_by_text("for this person the later stages").first.wait_for(state="attached", timeout=300_000)
+            image.scroll_into_view_if_needed()
+            for _ in range(30):                            # the image follows the scripted update()
+                page.wait_for_timeout(1000)
+                scripted = image.screenshot()
+                if _changed(initial, scripted) > 0.5:
+                    break
+            shots = {"scripted": image.screenshot(path=str(ARTIFACTS / "1_after_scripted_update.png"))}
+            assert _changed(initial, shots["scripted"]) > 0.5, "the explorer image does not show the scripted update()"
             page.screenshot(path=str(ARTIFACTS / "0_notebook.png"), full_page=False)
 
-            stage = page.locator(".widget-slider").filter(has_text="stage").first.locator(".noUi-handle")
+            # the controls show what the scripted update() drew
+            panel = page.locator(".widget-vbox").filter(has=image).first
+            dropdown = panel.locator(".widget-dropdown").filter(has_text="part").first.locator("select")
+            assert dropdown.evaluate("s => s.options[s.selectedIndex].text").replace("\xa0", " ") == "right wrist"
+            occluder = panel.get_by_role("button", name="occluder")
+            assert "mod-active" in (occluder.get_attribute("class") or ""), "the occluder toggle is off"
+            path = panel.locator(".widget-checkbox").filter(has_text="argmax path").locator("input")
+            assert path.is_checked(), "the argmax-path checkbox is off after update(show_path=True)"
+
+            stage = panel.locator(".widget-slider").filter(has_text="stage").first.locator(".noUi-handle")
             stage.focus()
             for _ in range(8):
                 page.keyboard.press("ArrowLeft")
             page.wait_for_timeout(2500)
-            shots["stage1"] = image.screenshot(path=str(ARTIFACTS / "2_stage1_all_parts.png"))
-            assert _changed(shots["final_stage"], shots["stage1"]) > 0.5, \
+            shots["stage1"] = image.screenshot(path=str(ARTIFACTS / "2_stage1_right_wrist_occluded.png"))
+            assert _changed(shots["scripted"], shots["stage1"]) > 0.5, \
                 "moving the stage slider did not change the belief image"
+            assert "mod-active" in (occluder.get_attribute("class") or ""), "moving the stage dropped the occluder"
 
-            dropdown = page.locator(".widget-dropdown").filter(has_text="part").first
-            dropdown.locator("select").select_option(label="right wrist")
+            dropdown.select_option(label="all parts")
             page.wait_for_timeout(2500)
-            shots["stage1_wrist"] = image.screenshot(path=str(ARTIFACTS / "3_stage1_right_wrist.png"))
-            assert _changed(shots["stage1"], shots["stage1_wrist"]) > 0.5, \
+            shots["stage1_all"] = image.screenshot(path=str(ARTIFACTS / "3_stage1_all_parts_with_key.png"))
+            assert _changed(shots["stage1"], shots["stage1_all"]) > 0.5, \
                 "changing the part did not change the belief image"
+            assert "mod-active" in (occluder.get_attribute("class") or ""), "changing the part dropped the occluder"
 
             for _ in range(8):
                 stage.focus()
                 page.keyboard.press("ArrowRight")
             page.wait_for_timeout(2500)
-            shots["final_wrist"] = image.screenshot(path=str(ARTIFACTS / "4_final_stage_right_wrist.png"))
-            assert _changed(shots["stage1_wrist"], shots["final_wrist"]) > 0.5
+            shots["final_all"] = image.screenshot(path=str(ARTIFACTS / "4_final_stage_all_parts.png"))
+            assert _changed(shots["stage1_all"], shots["final_all"]) > 0.5
+
+            mailto = page.locator(".jp-MarkdownOutput a[href^='mailto:']")
+            assert mailto.count() == 0, f"markdown renders a mailto: link: {mailto.first.inner_text()}"
+            assert page.locator(".jp-MarkdownOutput").filter(has_text="PCK@0.2").count() > 0
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
             assert not tracebacks, f"the notebook printed errors: {tracebacks[:1]}"

@@ -93,5 +93,44 @@ def test_part_accepts_names_and_none(explorer):
 
 def test_scale_to_peak_changes_colours_not_beliefs(explorer):
     before = explorer.png()
-    explorer.update(scale_to_peak=True)
+    explorer.update(scale_to_peak=not explorer.state["scale_to_peak"])
     assert explorer.png() != before and explorer.runs == 1
+
+
+def test_scripted_update_moves_the_controls_and_touching_one_keeps_the_rest(explorer):
+    explorer.widget
+    c = explorer.controls
+    explorer.update(part="right_wrist", occluder=Occluder(20.4, 30.0, 10), show_path=True, stage=1, index=2)
+    assert (c["part"].value, c["occluder"].value, c["path"].value, c["stage"].value, c["play"].value,
+            c["sample"].value) == (6, True, True, 1, 1, 2)
+    assert (c["occluder_x"].value, c["occluder_y"].value, c["occluder_size"].value) == (20, 30, 10)
+    runs = explorer.runs
+    c["opacity"].value = 0.3                       # touching one control changes only its setting
+    assert explorer.state["part"] == 6 and explorer.state["occluder"] == Occluder(20.4, 30.0, 10)
+    assert explorer.state["show_path"] and explorer.state["index"] == 2 and explorer.runs == runs
+    c["occluder"].value = False
+    assert explorer.state["occluder"] is None and explorer.state["part"] == 6
+
+
+def test_scale_to_peak_defaults_to_on_only_for_faint_beliefs():
+    torch.manual_seed(0)
+    model = CPM.from_preset("tiny", input_size=64)
+    faint = BeliefExplorer(model, TinyData())            # untrained: peaks far below FAINT_PEAK
+    assert faint.state["scale_to_peak"]
+    assert not BeliefExplorer(model, TinyData(), scale_to_peak=False).state["scale_to_peak"]
+
+    class Confident(torch.nn.Module):                    # every stage puts 1.0 on some cell
+        codec = model.codec
+
+        def forward(self, images, center_maps=None):
+            b = torch.zeros(len(images), 15, 8, 8)
+            b[:, :, 2, 3] = 1.0
+            return [b, b]
+
+    assert not BeliefExplorer(Confident(), TinyData()).state["scale_to_peak"]
+
+
+def test_composite_view_has_the_part_key(explorer):
+    names = lambda fig: {t.get_text() for leg in fig.legends for t in leg.get_texts()}  # noqa: E731
+    assert {"R wrist", "L wrist", "neck", "head top"} <= names(explorer.update(part="all").figure())
+    assert not names(explorer.update(part="right_wrist").figure())

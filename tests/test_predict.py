@@ -177,6 +177,12 @@ def test_photo_panel_reruns_for_a_new_box_and_feeds_the_explorer(model, photos):
     assert panel.box == (10.0, 0.0, 40.0, 89.0) and panel.prediction.box == panel.box and panel.runs == 3
     panel.png()
     assert panel.runs == 3                      # redraws reuse the prediction of the same box
+    panel.update((5, 6, 30, 50))                # a scripted box moves the sliders with it
+    c = panel.controls
+    assert (c["box"].value, c["x"].value, c["y"].value) == (True, (5, 30), (6, 50))
+    panel.update(None)
+    assert panel.controls["box"].value is False and panel.box is None
+    panel.update((10, 0, 40, 89))
     explorer = BeliefExplorer(model, [panel.item()])
     assert explorer.png().startswith(b"\x89PNG")
     assert "rgb.jpg" in repr(panel) and "box (10, 0, 40, 89)" in repr(panel)

@@ -135,6 +135,16 @@ def test_widget_controls_drive_the_view():
     assert explorer.erf_runs == 1
 
 
+def test_scripted_update_moves_the_controls():
+    explorer = ReceptiveFieldExplorer(small_cpm(), TinyData(), n_images=1, show_effective=False)
+    explorer.widget
+    explorer.update(stage=2, location=(5, 1), part="left_wrist", crop=False)
+    c = explorer.controls
+    assert (c["stage"].value, c["row"].value, c["col"].value, c["part"].value, c["crop"].value) == (2, 5, 1, 11, False)
+    c["analytic"].value = False                   # touching a control keeps the scripted rest
+    assert explorer.state["location"] == (5, 1) and explorer.state["part"] == 11 and explorer.erf_runs == 0
+
+
 # ---- LiveTrainingPlot --------------------------------------------------------------------------
 def record(step, stages=3):
     r = dict(step=step, epoch=0, phase="end_to_end", loss=0.0, lr=1e-3 / step, images_per_s=1.0)

@@ -27,6 +27,8 @@ Two ways to evaluate, two modules:
   (LSP: the image centre and height), ``predict_person`` (a scale search whose beliefs are summed
   on the original image; arg-max pixels per stage), ``predict_protocol`` / ``evaluate_protocol``
   over a dataset's original images. ``resample`` holds the bicubic resizes it composes.
+* ``occlusion``: ``Occluder`` (a grey square over an image) and ``hidden_joint_errors`` (hide one
+  joint of every person of a dataset and measure each stage's error, visible against hidden).
 * ``photo``: one photo (a file or an array) with an optional person box: ``predict_image``
   returns per-stage keypoints and beliefs in the photo's own pixels (what ``cpm-lab predict``
   writes); ``person_item`` frames the person for the belief explorer.
@@ -41,6 +43,7 @@ resized back.
 from __future__ import annotations
 
 from .core import Prediction, center_maps, evaluate, load_model, model_device, predict, predict_dataset, stage_outputs
+from .occlusion import Occluder, hidden_joint_errors
 from .photo import PhotoPrediction, person_item, predict_image, read_photo
 from .protocol import (
     GREY,
@@ -60,8 +63,9 @@ from .protocol import (
 )
 
 __all__ = [
-    "GREY", "LSP_SCALES", "LSP_TARGET", "PROTOCOLS", "PersonPrediction", "PhotoPrediction", "Prediction",
+    "GREY", "LSP_SCALES", "LSP_TARGET", "Occluder", "PROTOCOLS", "PersonPrediction", "PhotoPrediction", "Prediction",
     "ScalePlan", "as_image", "center_maps", "evaluate", "evaluate_protocol", "load_image", "load_model",
     "locate_person", "model_device", "person_item", "plan_scales", "predict", "predict_dataset",
-    "predict_image", "predict_person", "predict_protocol", "protocol_title", "read_photo", "stage_outputs",
+    "hidden_joint_errors", "predict_image", "predict_person", "predict_protocol", "protocol_title", "read_photo",
+    "stage_outputs",
 ]

@@ -13,6 +13,8 @@ from .photo import PhotoPanel
 from .pose import (
     draw_skeleton,
     overlay_beliefs,
+    part_handles,
+    part_key,
     plot_photo_prediction,
     plot_stage_beliefs,
     sample_grid,
@@ -26,6 +28,7 @@ from .receptive import ReceptiveFieldExplorer
 from .training import LiveTrainingPlot, draw_history, plot_history
 
 __all__ = ["BeliefExplorer", "Occluder", "PhotoPanel", "plot_photo_prediction", "side_handles", "side_key",
+           "part_handles", "part_key",
            "draw_skeleton", "overlay_beliefs", "plot_cost",
            "plot_effective_receptive_field", "plot_erf_mass", "plot_gradient_histograms",
            "plot_gradient_norm_by_depth", "plot_gradient_norms", "plot_receptive_fields",

@@ -9,9 +9,15 @@ import io
 class FigurePanel:
     """Base class of :class:`BeliefExplorer` and :class:`ReceptiveFieldExplorer`.
 
-    A subclass implements ``figure()`` (a matplotlib Figure of the current state) and
+    A subclass implements ``figure()`` (a matplotlib Figure of the current state),
     ``_build_widget()`` (the ipywidgets panel; it must set ``self._image_widget``, the
-    ``ipywidgets.Image`` that shows the figure), and sets ``self._widget = None`` in ``__init__``.
+    ``ipywidgets.Image`` that shows the figure, and ``self.controls``, a dict of named controls)
+    and ``_control_values()`` (the value each control must show for the current state), and sets
+    ``self._widget = None`` in ``__init__``.
+
+    The state is the one truth: every redraw first moves the controls to it, so a scripted
+    ``update()`` and the widgets never disagree. Observers wrapped in ``_observer`` ignore those
+    moves, so syncing never re-enters ``update()``.
     """
 
     #: Keyword arguments for ``Figure.savefig`` when rendering the PNG.
@@ -19,6 +25,8 @@ class FigurePanel:
 
     _widget = None
     _image_widget = None
+    controls: dict | None = None
+    _syncing = False
 
     def figure(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -39,7 +47,29 @@ class FigurePanel:
             self._widget = self._build_widget()
         return self._widget
 
+    def _control_values(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _sync_controls(self) -> None:
+        """Move the controls (once built) to the current state without triggering their observers."""
+        if not self.controls:
+            return
+        self._syncing = True
+        try:
+            for name, value in self._control_values().items():
+                self.controls[name].value = value
+        finally:
+            self._syncing = False
+
+    def _observer(self, handler):
+        """``handler(change)`` for ``control.observe``, skipped while the controls are being synced."""
+        def observe(change):
+            if not self._syncing:
+                handler(change)
+        return observe
+
     def _redraw(self) -> None:
+        self._sync_controls()
         if self._widget is not None:
             self._image_widget.value = self.png()
 

@@ -59,7 +59,7 @@ def plot_strategy_pck(pck: pd.DataFrame, thresholds: Sequence[float] = (0.1, 0.2
     s = _pck_summary(pck, "strategies", part)
     strategies = [k for k in STRATEGY_LABELS if k in set(s["strategy"])] + sorted(
         set(s["strategy"]) - set(STRATEGY_LABELS))
-    fig, axes = plt.subplots(1, len(thresholds), figsize=(5.2 * len(thresholds), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(thresholds), figsize=(5.0 * len(thresholds), 4.2), squeeze=False)
     width = 0.06
     for ax, thr in zip(axes[0], thresholds):
         sub = s[np.isclose(s["threshold"], thr)]
@@ -123,7 +123,7 @@ def plot_stages_pck(pck: pd.DataFrame, thresholds: Sequence[float] | None = None
     ax2.set_xlabel("stage t")
     ax2.set_ylabel(f"PCK@{highlight:g} of stage t")
     ax2.set_title(f"Every stage of every model (PCK@{highlight:g})", fontsize=10)
-    ax2.legend(fontsize=7, frameon=False, ncol=2)
+    ax2.legend(fontsize=8, frameon=False, ncol=2)
     ax2.grid(alpha=0.3)
     fig.suptitle(f"Number of stages (paper Fig. 6c), end-to-end with intermediate supervision, "
                  f"{_seeds_note(pck, 'stages')}" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
@@ -218,7 +218,7 @@ def plot_supervision_histograms(histograms: pd.DataFrame,
             x = 0.5 * (np.log10(lo) + np.log10(hi))
             ax.axvline(x, color="black", ls="--", lw=0.9, label=f"median, last step: $10^{{{x:.1f}}}$")
             ax.set_ylim(0, ax.get_ylim()[1] * 1.8)  # headroom: the legend sits above the histograms
-            ax.legend(fontsize=7, frameon=False, loc="upper left")
+            ax.legend(fontsize=8, frameon=False, loc="upper left")
     n = h["seed"].nunique()
     fig.suptitle(f"Gradient magnitude per weight, {t}-stage CPM (paper Fig. 5); rows: shallow to deep layers; "
                  f"pooled over {n} seed{'s' if n > 1 else ''}", fontsize=9)
@@ -243,7 +243,7 @@ def plot_supervision_gradients(gradients: pd.DataFrame,
     t = _pick_stages(g, strategies, num_stages)
     g = g[g["num_stages"] == t].copy()
     g["logn"] = np.log(g["norm"].clip(lower=1e-30))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.6))
     colors = stage_colors(t)
     styles = ["-", "--", ":", "-."]
     stage_rows = g[g["layer"].str.fullmatch(r"stage\d+")]
@@ -260,7 +260,7 @@ def plot_supervision_gradients(gradients: pd.DataFrame,
     keys = [Line2D([], [], color=colors[s_ - 1], lw=2, label=f"stage {s_}") for s_ in range(1, t + 1)]
     keys += [Line2D([], [], color="k", ls=styles[k % 4], label=SUPERVISION_LABELS.get(strat, strat))
              for k, strat in enumerate(strategies)]
-    ax.legend(handles=keys, fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    ax.legend(handles=keys, fontsize=8, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
 
     layers = g[~g["layer"].str.fullmatch(r"stage\d+") & (g["step"] > 1)]
     for k, strat in enumerate(strategies):
@@ -287,7 +287,7 @@ def plot_supervision_gradients(gradients: pd.DataFrame,
     ax2.set_xlabel("layer depth (convs on the longest path from the image)")
     ax2.set_ylabel("gradient L2 norm per conv layer")
     ax2.set_title("Gradient norm vs depth (typical over training)", fontsize=10, pad=14)
-    ax2.legend(fontsize=7, frameon=False)
+    ax2.legend(fontsize=8, frameon=False)
     n = g["seed"].nunique()
     fig.suptitle(f"Gradient flow with and without intermediate supervision, {t}-stage CPM, geometric mean over "
                  f"{n} seed{'s' if n > 1 else ''}", fontsize=10)

@@ -165,7 +165,7 @@ def plot_erf_mass(erfs, ax=None, mass: float | None = None):
     ax.set_xlabel("half-side of square around unit (px)")
     ax.set_ylabel("fraction of gradient mass")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=8, frameon=False)
     ax.set_title("Cumulative gradient mass\n(dotted: analytic rf / 2)", fontsize=9)
     if own:
         fig.tight_layout()
@@ -202,7 +202,7 @@ def plot_gradient_norms(trackers, ax=None, title: str | None = None):
     ax.set_yscale("log")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("gradient L2 norm of the stage's parameters")
-    ax.legend(fontsize=7, frameon=False, ncol=2 if len(runs) > 1 else 1)
+    ax.legend(fontsize=8, frameon=False, ncol=2 if len(runs) > 1 else 1)
     ax.set_title(title or "Gradient norm per stage", fontsize=10)
     fig.tight_layout()
     return fig
@@ -249,7 +249,7 @@ def plot_gradient_norm_by_depth(trackers, step: int | None = None, last: int = 1
                 va="bottom", fontsize=8)
     ax.set_xlabel("layer depth (convs on the longest path from the image)")
     ax.set_ylabel("gradient L2 norm per conv layer")
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=8, frameon=False)
     ax.set_title("Gradient norm vs depth", fontsize=10, pad=14)
     fig.tight_layout()
     return fig
@@ -312,8 +312,8 @@ def plot_gradient_histograms(trackers, layers=None, steps=None, size: tuple[floa
                 ax.set_ylabel("fraction of weights", fontsize=8)
             if r == nrows - 1:
                 ax.set_xlabel("log10 |gradient|", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.legend(fontsize=6, frameon=False, loc="upper left")
+            ax.tick_params(labelsize=8)
+            ax.legend(fontsize=8, frameon=False, loc="upper left")
     if used:
         ax.set_xlim(min(used), max(used))
     fig.tight_layout()

@@ -9,8 +9,6 @@ static notebook viewer) the same object shows a static figure of its current sta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,29 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .. import skeleton
-from ..inference import Prediction, predict
+from ..inference import Occluder, Prediction, predict
 from ..targets import labelled_mask
 from ._panel import FigurePanel
-from .pose import draw_skeleton, overlay_beliefs, part_label, to_numpy
-
-
-@dataclass(frozen=True)
-class Occluder:
-    """A grey square hiding part of the image: centre (x, y) and side in input pixels."""
-
-    x: float
-    y: float
-    size: float
-
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
-        """Return a copy of ``image`` (3×H×W) with the square filled with mid-grey."""
-        out = image.clone()
-        h, w = out.shape[-2:]
-        half = self.size / 2
-        x0, x1 = int(max(0, round(self.x - half))), int(min(w, round(self.x + half)))
-        y0, y1 = int(max(0, round(self.y - half))), int(min(h, round(self.y + half)))
-        out[:, y0:y1, x0:x1] = 0.5
-        return out
+from .pose import draw_skeleton, overlay_beliefs, part_key, part_label, to_numpy
 
 
 class BeliefExplorer(FigurePanel):
@@ -53,21 +32,33 @@ class BeliefExplorer(FigurePanel):
             optionally ``center`` (2,).
         index, stage, part: the initial sample, stage (1-based) and part: an index, a joint name
             from ``cpm_lab.skeleton.JOINT_NAMES``, or "all" (or None) for the colour composite.
-        scale_to_peak: colour each map from 0 to its own peak instead of 0..1 (for models whose
-            beliefs stay well below 1, e.g. a PoseMachine's class probabilities).
+        scale_to_peak: colour each map from 0 to its own peak instead of 0..1. None (the default)
+            decides from the first sample: on when its last-stage beliefs peak below
+            ``FAINT_PEAK`` (e.g. a PoseMachine's class probabilities, or a model unsure of a
+            photo), off for a CPM whose peaks approach 1.
+
+    The controls of ``widget`` and ``update()`` share one state: a scripted ``update()`` moves
+    the controls to what it draws, and touching a control changes only its own setting.
     """
 
+    #: Peak belief below which ``scale_to_peak=None`` turns peak scaling on.
+    FAINT_PEAK = 0.5
+
     def __init__(self, model, dataset, index: int = 0, stage: int | None = None,
-                 part: int | str = "all", opacity: float = 0.6, scale_to_peak: bool = False,
-                 figsize: tuple[float, float] = (8.4, 4.6)):
+                 part: int | str = "all", opacity: float = 0.6, scale_to_peak: bool | None = None,
+                 figsize: tuple[float, float] = (8.4, 5.4)):
         self.model, self.dataset = model, dataset
         self.codec = model.codec
         self.figsize = figsize
         self._cache: dict[tuple, Prediction] = {}
         self.runs = 0  # model forward passes so far (cached redraws don't count)
         self.state = dict(index=int(index), part=self._check_part(part), opacity=float(opacity), show_truth=True,
-                          show_prediction=True, show_path=False, scale_to_peak=bool(scale_to_peak), occluder=None)
-        self.num_stages = len(self._beliefs()[0])
+                          show_prediction=True, show_path=False, scale_to_peak=False, occluder=None)
+        beliefs = self._beliefs()[0]
+        self.num_stages = len(beliefs)
+        if scale_to_peak is None:
+            scale_to_peak = float(beliefs[-1][: self.codec.num_parts].max()) < self.FAINT_PEAK
+        self.state["scale_to_peak"] = bool(scale_to_peak)
         self.state["stage"] = int(stage or self.num_stages)
         self._widget = None
 
@@ -125,7 +116,9 @@ class BeliefExplorer(FigurePanel):
         truth = to_numpy(sample["keypoints"])
         fig = Figure(figsize=self.figsize, dpi=100)
         FigureCanvasAgg(fig)
-        gs = fig.add_gridspec(1, 2, width_ratios=[1.25, 1.0], wspace=0.28)
+        key_in = 0.8 if s["part"] == "all" else 0.0   # room for the colour key of the composite
+        gs = fig.add_gridspec(1, 2, width_ratios=[1.25, 1.0], wspace=0.28, bottom=(key_in + 0.45) / self.figsize[1],
+                              top=1 - 0.4 / self.figsize[1], left=0.03, right=0.97)
         ax = fig.add_subplot(gs[0])
         overlay_beliefs(ax, self._image(), beliefs[t], part=s["part"], stride=self.codec.stride,
                         alpha=s["opacity"], vmax=None if s["scale_to_peak"] else 1.0)
@@ -154,6 +147,8 @@ class BeliefExplorer(FigurePanel):
         ax.set_title(f"sample {s['index']} · stage {s['stage']}/{self.num_stages} · {part_label(part)}",
                      fontsize=10)
         self._draw_stage_panel(fig.add_subplot(gs[1]), decoded, truth, parts)
+        if key_in:
+            part_key(fig, num_parts=self.codec.num_parts, fontsize=9)
         return fig
 
     def _draw_stage_panel(self, ax, decoded: np.ndarray, truth: np.ndarray, parts) -> None:
@@ -214,20 +209,33 @@ class BeliefExplorer(FigurePanel):
         self.controls = dict(sample=sample, stage=stage, play=play, part=part, opacity=opacity,
                              truth=truth, prediction=pred, path=path, scale_to_peak=peak, occluder=occ_on,
                              occluder_x=occ_x, occluder_y=occ_y, occluder_size=occ_size)
+        self._sync_controls()
 
-        def occluder():
-            return Occluder(occ_x.value, occ_y.value, occ_size.value) if occ_on.value else None
+        def setting(key):
+            return self._observer(lambda change: self.update(**{key: change["new"]}))
 
-        def on_change(_=None):
-            self.update(index=sample.value, stage=stage.value, part=part.value, opacity=opacity.value,
-                        show_truth=truth.value, show_prediction=pred.value, show_path=path.value,
-                        scale_to_peak=peak.value, occluder=occluder())
+        @self._observer
+        def occluder(_):
+            self.update(occluder=Occluder(occ_x.value, occ_y.value, occ_size.value) if occ_on.value else None)
 
-        for c in (sample, stage, part, opacity, truth, pred, path, peak, occ_on, occ_x, occ_y, occ_size):
-            c.observe(on_change, names="value")
+        for key, c in (("index", sample), ("stage", stage), ("part", part), ("opacity", opacity),
+                       ("show_truth", truth), ("show_prediction", pred), ("show_path", path),
+                       ("scale_to_peak", peak)):
+            c.observe(setting(key), names="value")
+        for c in (occ_on, occ_x, occ_y, occ_size):
+            c.observe(occluder, names="value")
         left = W.VBox([sample, W.HBox([play, stage]), part, opacity, W.HBox([truth, pred]), path, peak])
         right = W.VBox([occ_on, occ_x, occ_y, occ_size])
         return W.VBox([W.HBox([left, right]), self._image_widget])
+
+    def _control_values(self) -> dict:
+        s, occ = self.state, self.state["occluder"]
+        values = dict(sample=s["index"], stage=s["stage"], play=s["stage"], part=s["part"], opacity=s["opacity"],
+                      truth=s["show_truth"], prediction=s["show_prediction"], path=s["show_path"],
+                      scale_to_peak=s["scale_to_peak"], occluder=occ is not None)
+        if occ is not None:   # the sliders show the square's pixel (they clamp to the image)
+            values.update(occluder_x=round(occ.x), occluder_y=round(occ.y), occluder_size=round(occ.size))
+        return values
 
     def __repr__(self) -> str:
         s = self.state

@@ -77,6 +77,7 @@ class PhotoPanel(FigurePanel):
                               continuous_update=False)
         self.controls = dict(box=use, x=xs, y=ys)
 
+        @self._observer
         def on_change(_=None):
             (a, b), (c, d) = xs.value, ys.value
             self.update((a, c, max(b, a + 1), max(d, c + 1)) if use.value else None)
@@ -84,6 +85,12 @@ class PhotoPanel(FigurePanel):
         for c in (use, xs, ys):
             c.observe(on_change, names="value")
         return W.VBox([W.HBox([use, xs, ys]), self._image_widget])
+
+    def _control_values(self) -> dict:
+        if self.box is None:
+            return dict(box=False)
+        x0, y0, x1, y1 = self.box
+        return dict(box=True, x=(round(x0), round(x1)), y=(round(y0), round(y1)))
 
     def __repr__(self) -> str:
         where = "image centre and height" if self.box is None else f"box {tuple(round(v) for v in self.box)}"

@@ -133,28 +133,39 @@ def part_label(part: int | str, names: Sequence[str] = skeleton.JOINT_NAMES) -> 
 
 
 def plot_stage_beliefs(image, stage_beliefs: Sequence, part: int | str = "all", stride: int = 8,
-                       keypoints=None, predictions: Sequence | None = None, size: float = 2.6):
+                       keypoints=None, predictions: Sequence | None = None, size: float = 2.6,
+                       scale_to_peak: bool = False, key: bool = True):
     """One panel per stage: the beliefs of ``part`` over the image (stages numbered from 1).
 
     ``stage_beliefs`` is a list of (P + 1, h, w) maps for ONE image; ``predictions`` an optional
-    list of decoded (P, 3) keypoints per stage, drawn as dashed skeletons.
+    list of decoded (P, 3) keypoints per stage, drawn as dashed skeletons (one part: a cyan ×).
+    ``scale_to_peak`` colours each panel from 0 to its own peak (printed in its title) instead of
+    0..1. With ``part="all"`` and ``key``, the colour key of the parts (``part_key``) sits below.
     """
     t = len(stage_beliefs)
-    fig, axes = plt.subplots(1, t, figsize=(size * t, size + 0.3), squeeze=False)
+    composite = part == "all"
+    fig, axes = plt.subplots(1, t, figsize=(max(size * t, 7.6 if composite and key else 0), size + 0.3
+                                            + (0.8 if composite and key else 0)), squeeze=False)
     for k, ax in enumerate(axes[0]):
-        overlay_beliefs(ax, image, stage_beliefs[k], part=part, stride=stride)
-        if keypoints is not None and part == "all":
+        maps = to_numpy(stage_beliefs[k])
+        overlay_beliefs(ax, image, maps, part=part, stride=stride, vmax=None if scale_to_peak else 1.0)
+        if keypoints is not None and composite:
             draw_skeleton(ax, keypoints, alpha=0.35, linewidth=1.0, markersize=2)
         if predictions is not None:
             pred = to_numpy(predictions[k]).copy()
-            if part != "all":
+            if not composite:
                 ax.plot(pred[int(part), 0], pred[int(part), 1], "x", color="cyan", ms=8, mew=2)
             else:
                 pred[:, 2] = 1
                 draw_skeleton(ax, pred, linestyle="--", linewidth=1.3)
-        ax.set_title(f"stage {k + 1}", fontsize=10)
-    fig.suptitle(part_label(part), fontsize=11)
-    fig.tight_layout()
+        peak = float((maps[: skeleton.NUM_JOINTS] if composite else maps[int(part)]).max())
+        ax.set_title(f"stage {k + 1}" + (f" (peak {peak:.2f})" if scale_to_peak else ""), fontsize=10)
+    fig.suptitle(part_label(part) + (", colours scaled to each peak" if scale_to_peak else ""), fontsize=11)
+    if composite and key:
+        fig.tight_layout(rect=(0, 0.7 / (size + 1.1), 1, 1))
+        part_key(fig, num_parts=len(to_numpy(stage_beliefs[0])) - 1, fontsize=8.5)
+    else:
+        fig.tight_layout()
     return fig
 
 
@@ -169,6 +180,32 @@ def side_handles() -> list:
 def side_key(ax_or_fig, loc: str = "lower center", **kw):
     """Draw the colour key (``side_handles``) as a legend on an axes or figure."""
     return ax_or_fig.legend(handles=side_handles(), loc=loc, ncol=3, fontsize=8, frameon=False, **kw)
+
+
+def part_handles(num_parts: int = skeleton.NUM_JOINTS) -> list:
+    """Legend handles of the all-parts composite's colours (``skeleton.JOINT_COLORS``), ordered so
+    that a 7-column legend shows the person's right parts in the first row, the same parts of the
+    left side under them, and the neck and head top in the last column."""
+    from matplotlib.patches import Patch
+
+    if num_parts != skeleton.NUM_JOINTS:
+        return [Patch(color=skeleton.JOINT_COLORS[p % len(skeleton.JOINT_COLORS)], label=f"part {p}")
+                for p in range(num_parts)]
+    order = []
+    for joint in ("ankle", "knee", "hip", "wrist", "elbow", "shoulder"):
+        order += [skeleton.JOINT_INDEX[f"right_{joint}"], skeleton.JOINT_INDEX[f"left_{joint}"]]
+    order += [skeleton.JOINT_INDEX["neck"], skeleton.JOINT_INDEX["head_top"]]
+    return [Patch(color=skeleton.JOINT_COLORS[p], label=skeleton.JOINT_NAMES[p].replace("right_", "R ")
+                  .replace("left_", "L ").replace("_", " ")) for p in order]
+
+
+def part_key(ax_or_fig, loc: str = "lower center", num_parts: int = skeleton.NUM_JOINTS, fontsize: float = 9, **kw):
+    """Draw the colour key of the all-parts belief composite (``part_handles``: R = the person's
+    right, warm colours; L = left, cool colours) as a legend on an axes or figure."""
+    return ax_or_fig.legend(handles=part_handles(num_parts), loc=loc, ncol=7, fontsize=fontsize, frameon=False,
+                            handlelength=1.2, handleheight=1.0, columnspacing=1.0, labelspacing=0.3,
+                            title="colour = strongest part (R = person's right, L = left)",
+                            title_fontsize=fontsize, **kw)
 
 
 def plot_photo_prediction(prediction, stages: Sequence[int] | None = None, size: float = 3.0,

@@ -28,7 +28,7 @@ from .. import skeleton
 from ..analysis import feature_importances, part_confusion
 from ..targets import CodecConfig, cell_index, decode, labelled_mask
 from .pose import image_hwc, to_numpy
-from .pose_machine_features import _FAMILY_COLORS, _FAMILY_LABELS, STRIDE, _part_short
+from .pose_machine_features import _FAMILY_COLORS, _FAMILY_LABELS, STRIDE, _font_scale, _part_short
 
 __all__ = ["plot_feature_importance", "plot_part_confusion", "plot_stage_comparison"]
 
@@ -58,6 +58,8 @@ def plot_stage_comparison(model, image, keypoints, parts: Sequence[int | str] = 
         stages: 1-based stages to show; default first and last.
         beliefs: precomputed per-stage beliefs for this image, each (P+1, G, G) or (1, P+1, G, G);
             default: run ``model`` on ``image``.
+        size: side of each panel in inches (fonts grow when the figure is wider than 10 in, so
+            that they stay readable when a notebook shrinks it to its output width).
     Returns:
         the matplotlib Figure.
     """
@@ -70,26 +72,29 @@ def plot_stage_comparison(model, image, keypoints, parts: Sequence[int | str] = 
     extent = (-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5)
     grid = maps[0].shape[-1]
 
-    fig, axes = plt.subplots(len(idx), 1 + len(stages), figsize=(size * (1 + len(stages)) + 0.6, size * len(idx)),
-                             squeeze=False)
+    width = size * (1 + len(stages)) + 0.6
+    k = _font_scale(width)
+    fig, axes = plt.subplots(len(idx), 1 + len(stages), figsize=(width, size * len(idx) + 0.3), squeeze=False)
     for r, j in enumerate(idx):
         ax0 = axes[r, 0]
         ax0.imshow(img)
-        _mark_joints(ax0, kp, idx, n_parts, legend=True)
-        ax0.set_title("image", fontsize=10)
-        ax0.set_ylabel(f"belief for {_part_short(j, n_parts).replace('_', ' ')}", fontsize=11)
+        _mark_joints(ax0, kp, idx, n_parts, legend=True, fontsize=8.5 * k)
+        ax0.set_title("image", fontsize=10 * k)
+        ax0.set_ylabel(f"belief for {_part_short(j, n_parts).replace('_', ' ')}", fontsize=10.5 * k)
         vmax = max(max(float(maps[s - 1][0, j].max()) for s in stages), 1e-6)
         im = None
         for c, s in enumerate(stages, start=1):
-            im = _stage_panel(axes[r, c], img, maps[s - 1], s, j, kp, idx, codec, extent, vmax)
-        fig.colorbar(im, ax=list(axes[r, 1:]), fraction=0.03, pad=0.02, label="belief")
+            im = _stage_panel(axes[r, c], img, maps[s - 1], s, j, kp, idx, codec, extent, vmax, k)
+        cbar = fig.colorbar(im, ax=list(axes[r, 1:]), fraction=0.03, pad=0.02)
+        cbar.set_label("belief", fontsize=9.5 * k)
+        cbar.ax.tick_params(labelsize=9 * k)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
     fig.suptitle(f"{grid}x{grid} belief cells (stride {codec.stride}): "
-                 + " vs ".join(f"stage {s}" for s in stages), fontsize=11)
+                 + " vs ".join(f"stage {s}" for s in stages), fontsize=11 * k)
     return fig
 
 
@@ -111,9 +116,11 @@ def _stage_maps(model, image, beliefs: Sequence | None, stages: Sequence[int] | 
     return maps, stages
 
 
-def _mark_joints(ax, kp: np.ndarray, idx: Sequence[int], n_parts: int, legend: bool = False):
+def _mark_joints(ax, kp: np.ndarray, idx: Sequence[int], n_parts: int, legend: bool = False,
+                 fontsize: float = 8.5):
     """Hollow markers on the true positions of the labelled joints ``idx`` of ``kp`` (P, 3):
-    red = person's right, cyan = left, one marker shape per joint."""
+    red = person's right, cyan = left, one marker shape per joint (with ``legend``, a legend
+    in ``fontsize``)."""
     labelled = labelled_mask(kp)
     for k, j in enumerate(idx):
         if not labelled[j]:
@@ -122,14 +129,14 @@ def _mark_joints(ax, kp: np.ndarray, idx: Sequence[int], n_parts: int, legend: b
         ax.scatter(kp[j, 0], kp[j, 1], s=80, marker=_MARKERS[k % len(_MARKERS)], facecolors="none", linewidths=2,
                    edgecolors="red" if side == "right" else "cyan", label=f"true {_part_short(j, n_parts)}")
     if legend:
-        ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+        ax.legend(loc="lower left", fontsize=fontsize, framealpha=0.8)
 
 
 def _stage_panel(ax, img: np.ndarray, m: torch.Tensor, s: int, j: int, kp: np.ndarray, idx: Sequence[int],
-                 codec: CodecConfig, extent, vmax: float):
+                 codec: CodecConfig, extent, vmax: float, k: float = 1.0):
     """One panel of :func:`plot_stage_comparison`: part ``j``'s belief at stage ``s`` (``m``, (1, P+1, G, G))
     over the grey image, the true joints ``idx``, the decoded peak (white cross) and part ``j``'s
-    belief near each true joint (max over its 3x3 cells); returns the belief image."""
+    belief near each true joint (max over its 3x3 cells), fonts scaled by ``k``; returns the belief image."""
     n_parts = codec.num_parts
     grid = m.shape[-1]
     ax.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
@@ -146,9 +153,9 @@ def _stage_panel(ax, img: np.ndarray, m: torch.Tensor, s: int, j: int, kp: np.nd
             near = float(m[0, j, max(rr - 1, 0):rr + 2, max(cc - 1, 0):cc + 2].max())
             at.append(f"near true {_part_short(q, n_parts)}: {near:.2f}")
     if at:
-        ax.text(0.02, 0.02, "\n".join(at), transform=ax.transAxes, fontsize=7.5, color="white",
+        ax.text(0.02, 0.02, "\n".join(at), transform=ax.transAxes, fontsize=8.5 * k, color="white",
                 va="bottom", bbox=dict(fc="black", alpha=0.55, lw=0, pad=1.5))
-    ax.set_title(f"stage {s}: P({_part_short(j, n_parts)}) per cell\nx = decoded peak ({conf:.2f})", fontsize=10)
+    ax.set_title(f"stage {s}: P({_part_short(j, n_parts)}) per cell\nx = decoded peak ({conf:.2f})", fontsize=9.5 * k)
     return im
 
 
@@ -171,6 +178,7 @@ def plot_part_confusion(stage_beliefs: Sequence, keypoints, stages: Sequence[int
         stage_beliefs: per-stage beliefs over a set of images, each (N, P+1, G, G).
         keypoints: (N, P, 3) ground truth.
         stages: 1-based stages to show (default all).
+        size: side of each matrix in inches (fonts grow when the figure is wider than 10 in).
     Returns:
         the matplotlib Figure.
     """
@@ -188,7 +196,9 @@ def plot_part_confusion(stage_beliefs: Sequence, keypoints, stages: Sequence[int
         with np.errstate(invalid="ignore", divide="ignore"):
             shares[s] = m / np.nansum(m, axis=1, keepdims=True)
     vmax = max(float(np.nanmax(v)) if np.isfinite(v).any() else 0.0 for v in shares.values()) or 1.0
-    fig, axes = plt.subplots(1, len(stages), figsize=(size * len(stages) + 0.8, size + 0.4), squeeze=False)
+    width = size * len(stages) + 1.0
+    k = _font_scale(width)
+    fig, axes = plt.subplots(1, len(stages), figsize=(width, size + 0.9), squeeze=False)
     im = None
     for ax, s in zip(axes[0], stages):
         share = shares[s]
@@ -198,14 +208,16 @@ def plot_part_confusion(stage_beliefs: Sequence, keypoints, stages: Sequence[int
         mirror_share = float(np.nanmean([share[c, mirror[c]] for c in sided])) if sided else float("nan")
         own_share = float(np.nanmean(np.diag(share)))
         ax.set_xticks(range(p))
-        ax.set_xticklabels(labels, rotation=90, fontsize=6.5)
+        ax.set_xticklabels(labels, rotation=90, fontsize=8.5 * k)
         ax.set_yticks(range(p))
-        ax.set_yticklabels(labels if ax is axes[0, 0] else [], fontsize=6.5)
-        ax.set_xlabel("true location of joint", fontsize=8)
+        ax.set_yticklabels(labels if ax is axes[0, 0] else [], fontsize=8.5 * k)
+        ax.set_xlabel("true location of joint", fontsize=9.5 * k)
         ax.set_title(f"stage {s}: share on own joint {own_share:.2f},\non mirror joint {mirror_share:.2f} "
-                     f"(ratio {mirror_share / own_share:.2f})", fontsize=9)
-    axes[0, 0].set_ylabel("belief map of part", fontsize=8)
-    fig.colorbar(im, ax=list(axes[0]), fraction=0.025, pad=0.02, label="share of the row's belief at joints")
+                     f"(ratio {mirror_share / own_share:.2f})", fontsize=9.5 * k)
+    axes[0, 0].set_ylabel("belief map of part", fontsize=9.5 * k)
+    cbar = fig.colorbar(im, ax=list(axes[0]), fraction=0.025, pad=0.02)
+    cbar.set_label("share of the row's belief at joints", fontsize=9 * k)
+    cbar.ax.tick_params(labelsize=8.5 * k)
     return fig
 
 
@@ -220,10 +232,13 @@ def plot_feature_importance(model, size: float = 3.4):
     Left: per stage, the share of importance of each image-feature family and of the context
     features (stage 1 has none). Middle: the last stage's context importance by the part whose
     beliefs it summarises. Right: the same by context kind (own cell, each ring, peaks, maxima).
+    ``size`` is the height of the panels in inches; the figure is 3 x ``size`` wide.
     """
     table = feature_importances(model)
     stages = sorted(table["stage"].unique())
-    fig, axes = plt.subplots(1, 3, figsize=(size * 3.6, size + 0.4), gridspec_kw={"width_ratios": [1.1, 1.4, 1]})
+    width = size * 3
+    k = _font_scale(width)
+    fig, axes = plt.subplots(1, 3, figsize=(width, size + 1.3), gridspec_kw={"width_ratios": [1.1, 1.4, 1]})
     ax = axes[0]
     fams = list(dict.fromkeys(table["family"]))
     share = table.groupby(["stage", "family"])["importance"].sum().unstack(fill_value=0.0).reindex(columns=fams)
@@ -235,16 +250,16 @@ def plot_feature_importance(model, size: float = 3.4):
         left += vals
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("share of the forest's importance")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
-    ax.set_title("image features vs context, per stage", fontsize=10)
+    ax.set_xlabel("share of the forest's importance", fontsize=9.5 * k)
+    ax.tick_params(labelsize=9 * k)
+    ax.set_title("image features vs context,\nper stage", fontsize=10 * k)
 
     last = stages[-1]
     ctx = table[(table["stage"] == last) & (table["family"] == "context")]
     for ax in axes[1:]:
         if ctx.empty:
             ax.text(0.5, 0.5, "one stage only:\nno context features", ha="center", va="center",
-                    transform=ax.transAxes, color="0.4")
+                    transform=ax.transAxes, color="0.4", fontsize=10 * k)
             ax.set_axis_off()
     if not ctx.empty:
         ax = axes[1]
@@ -253,17 +268,23 @@ def plot_feature_importance(model, size: float = 3.4):
         colors = skeleton.JOINT_COLORS[:n] if n == skeleton.NUM_JOINTS else ["C2"] * n
         ax.bar(range(n), by_part.to_numpy(), color=colors)
         ax.set_xticks(range(n))
-        ax.set_xticklabels(by_part.index, rotation=60, ha="right", fontsize=8)
-        ax.set_ylabel("importance")
-        ax.set_title(f"stage {last}: context importance by source part", fontsize=10)
+        ax.set_xticklabels(by_part.index, rotation=60, ha="right", fontsize=9 * k)
+        ax.tick_params(axis="y", labelsize=9 * k)
+        ax.set_ylabel("importance", fontsize=9.5 * k)
+        ax.set_title(f"stage {last}: context importance\nby source part", fontsize=10 * k)
         ax.grid(alpha=0.3, axis="y")
         ax = axes[2]
         by_kind = ctx.groupby("kind", sort=False)["importance"].agg(["sum", "size"])
         per_part = (by_kind["size"] // max(ctx["part"].nunique(), 1)).to_numpy()
         ax.bar(range(len(by_kind)), by_kind["sum"].to_numpy(), color="C2")
         ax.set_xticks(range(len(by_kind)))
-        ax.set_xticklabels([f"{k}\nx{n}" for k, n in zip(by_kind.index, per_part)], fontsize=8)
-        ax.set_title(f"stage {last}: context importance by kind\n(summed; x n = features per part)", fontsize=10)
+        ax.set_xticklabels([f"{kind}\nx{n}" for kind, n in zip(by_kind.index, per_part)], fontsize=9 * k)
+        ax.tick_params(axis="y", labelsize=9 * k)
+        ax.set_title(f"stage {last}: context importance by kind\n(summed; x n = features per part)",
+                     fontsize=10 * k)
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()  # the families, under the whole figure
+    fig.legend(handles, labels, fontsize=8.5 * k, loc="lower center", ncol=len(labels), frameon=False,
+               columnspacing=1.2, handlelength=1.2)
+    fig.tight_layout(rect=(0, 0.35 / (size + 1.3), 1, 1))
     return fig

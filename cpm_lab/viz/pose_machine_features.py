@@ -46,6 +46,9 @@ STRIDE = PoseMachineConfig.stride
 _FAMILY_COLORS = {"hog": "C0", "hogring": "C9", "rgb": "C3", "pos": "C7", "context": "C2"}
 _FAMILY_LABELS = {"hog": "HOG, 3x3-cell window", "hogring": "HOG, 8 ring windows", "rgb": "colour",
                   "pos": "position", "context": "context (previous stage)"}
+#: Width (inches) up to which a figure is shown at its own size in a notebook (1000 px at 100 dpi);
+#: a wider one is shrunk to fit, so its fonts are scaled up by :func:`_font_scale` to stay readable.
+_DISPLAY_WIDTH_IN = 10.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +62,14 @@ def _config_of(model_or_config) -> PoseMachineConfig:
         raise TypeError("expected a PoseMachine or PoseMachineConfig, got "
                         f"{type(model_or_config).__name__}")
     return cfg
+
+
+def _font_scale(fig_width_in: float) -> float:
+    """Factor for the font sizes of a figure ``fig_width_in`` inches wide: 1 up to
+    ``_DISPLAY_WIDTH_IN``, beyond it width / ``_DISPLAY_WIDTH_IN``, so that text keeps its size as
+    seen when a notebook shrinks the figure to its output width (the figures' base sizes are
+    >= 8 pt)."""
+    return max(1.0, float(fig_width_in) / _DISPLAY_WIDTH_IN)
 
 
 def _part_short(p: int, num_parts: int) -> str:
@@ -171,11 +182,12 @@ def plot_feature_grid(image, keypoints=None, cell: tuple[int, int] | None = None
                       size: float = 3.4):
     """What a pose machine's classifier sees at one location, and where the locations are.
 
-    Four panels: (1) the image with the 8x8-pixel cell grid, one cell per belief-map location
-    (the CPM's stride 8); (2) every cell's HOG orientation histogram drawn as edge glyphs
-    (line direction = edge direction, length = bin strength); (3) the pixels one cell's feature
-    vector summarises: the cell, its 3x3-cell HOG window and the 8 ring windows 3 cells away;
-    (4) that cell's feature vector, coloured by feature family.
+    Four panels, three images in the top row and a bar chart across the bottom: (1) the image
+    with the 8x8-pixel cell grid, one cell per belief-map location (the CPM's stride 8); (2) every
+    cell's HOG orientation histogram drawn as edge glyphs (line direction = edge direction,
+    length = bin strength); (3) the pixels one cell's feature vector summarises: the cell, its
+    3x3-cell HOG window and the 8 ring windows 3 cells away; (4) that cell's feature vector,
+    coloured by feature family.
 
     Args:
         image: 3xHxW (or HxWx3) in [0, 1]; H and W multiples of 8, at least 24.
@@ -183,6 +195,7 @@ def plot_feature_grid(image, keypoints=None, cell: tuple[int, int] | None = None
         cell: (row, column) of the cell to dissect; default the right wrist's cell when
             ``keypoints`` show it, else the centre cell.
         orientations: HOG bins, as the model's ``config.orientations``.
+        size: side of each image panel in inches.
     Returns:
         the matplotlib Figure.
     """
@@ -194,8 +207,11 @@ def plot_feature_grid(image, keypoints=None, cell: tuple[int, int] | None = None
     h, w = img.shape[:2]
     grey = img.mean(-1)
 
-    fig, axes = plt.subplots(1, 4, figsize=(size * 4 + 1.2, size + 0.6),
-                             gridspec_kw={"width_ratios": [1, 1, 1, 1.35]})
+    width = size * 3
+    fk = _font_scale(width)
+    fig = plt.figure(figsize=(width, size * 1.6 + 1.3))
+    gs = fig.add_gridspec(2, 3, height_ratios=[size, size * 0.6])
+    axes = [fig.add_subplot(gs[0, c]) for c in range(3)] + [fig.add_subplot(gs[1, :])]
     ax = axes[0]
     ax.imshow(img)
     for k in range(1, g_cols):
@@ -205,14 +221,14 @@ def plot_feature_grid(image, keypoints=None, cell: tuple[int, int] | None = None
     if keypoints is not None:
         draw_skeleton(ax, keypoints, linewidth=1.2, markersize=2.5, alpha=0.8)
     ax.add_patch(_cell_rect(row, col, ec="yellow", fc="none", lw=1.8))
-    ax.set_title(f"{g_rows}x{g_cols} grid of {STRIDE}x{STRIDE}-px cells\n= the belief-map locations", fontsize=9)
+    ax.set_title(f"{g_rows}x{g_cols} grid of {STRIDE}x{STRIDE}-px cells\n= the belief-map locations", fontsize=9.5 * fk)
 
     ax = axes[1]
     ax.imshow(grey, cmap="gray", vmin=-0.6, vmax=1.6)  # low contrast, so the glyphs stand out
     _hog_glyphs(ax, hist, color="yellow", linewidth=1.1)
     ax.add_patch(_cell_rect(row, col, ec="cyan", fc="none", lw=1.5))
-    ax.set_title(f"HOG per cell ({orientations} orientation bins)\nline = edge direction, length = strength",
-                 fontsize=9)
+    ax.set_title(f"HOG per cell ({orientations} orientation bins)\nline = edge direction,\nlength = strength",
+                 fontsize=9.5 * fk)
 
     ax = axes[2]
     ax.imshow(img)
@@ -221,8 +237,8 @@ def plot_feature_grid(image, keypoints=None, cell: tuple[int, int] | None = None
     d = RING_DISTANCE
     for name, dx, dy in DIRECTIONS:
         ax.add_patch(_cell_rect(row + d * dy, col + d * dx, 3, ec="cyan", fc="none", lw=1.0, ls="--"))
-    ax.set_title(f"cell (row {row}, col {col}): yellow = own cell and\n3x3-cell HOG window, cyan = 8 ring windows",
-                 fontsize=9)
+    ax.set_title(f"cell (row {row}, col {col}): yellow = own cell\nand 3x3-cell HOG window,\ncyan = 8 ring windows",
+                 fontsize=9.5 * fk)
     for ax in axes[:3]:
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
@@ -238,10 +254,11 @@ def plot_feature_grid(image, keypoints=None, cell: tuple[int, int] | None = None
         ax.bar(np.arange(a, b), vec[a:b], width=1.0, color=colour)
         handles.append(Patch(color=colour, label=f"{_FAMILY_LABELS.get(fam, fam)} ({b - a})"))
     ax.set_xlim(-1, len(names))
-    ax.set_xlabel("feature index")
-    ax.set_ylabel("value")
-    ax.legend(handles=handles, fontsize=7, loc="upper left", frameon=False)
-    ax.set_title(f"the {len(names)} image features of that cell", fontsize=9)
+    ax.set_xlabel("feature index", fontsize=10 * fk)
+    ax.set_ylabel("value", fontsize=10 * fk)
+    ax.tick_params(labelsize=9 * fk)
+    ax.legend(handles=handles, fontsize=9 * fk, loc="upper left", ncol=2, frameon=False)
+    ax.set_title(f"the {len(names)} image features of that cell", fontsize=10 * fk)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
@@ -256,12 +273,12 @@ def plot_context_features(beliefs, part: int | str, cell: tuple[int, int] | None
                           size: float = 4.2):
     """The context features that location ``cell`` of stage ``stage + 1`` reads from stage ``stage``.
 
-    Left: part ``part``'s belief map (over the image, in grid cells) with the cell (white
+    Top: part ``part``'s belief map (over the image, in grid cells) with the cell (white
     square); for every context radius r its 8 sample points r cells away, each with the square
     window the map is max-pooled over there (one colour per radius); arrows to the part's
     belief peaks (the peak offsets; dotted square = the suppression zone around peak 1 before
     peak 2 is sought); dashed lines = the quadrants of the pooled maxima.
-    Right: the full context vector of the cell as a matrix, one row per part (the row of
+    Bottom: the full context vector of the cell as a matrix, one row per part (the row of
     ``part`` outlined), one column per feature of the per-part block. Belief-valued columns use
     one colour scale; the peak offset columns (in cells) a diverging one, with their values.
 
@@ -279,6 +296,7 @@ def plot_context_features(beliefs, part: int | str, cell: tuple[int, int] | None
         at: joint (index or name) whose true cell is the default ``cell``, e.g. ``part="r_wrist",
             at="l_wrist"`` shows what stage 2 is told at the LEFT wrist about the right wrist.
         stage: stage number (1-based) of ``beliefs``, for the titles.
+        size: side of the belief-map panel in inches (the figure is 2.4 x ``size`` wide).
     Returns:
         the matplotlib Figure.
     """
@@ -304,26 +322,32 @@ def plot_context_features(beliefs, part: int | str, cell: tuple[int, int] | None
     ctx = context_features(b[None], cfg.context_radii, cfg.n_peaks, cfg.peak_suppression)[0, row, col]
     ctx = ctx.reshape(n_parts, len(block))
 
-    fig = plt.figure(figsize=(size * 3.4, size + 1.2))
-    gs = fig.add_gridspec(1, 7, width_ratios=[1, 0.045, 0.5, 2.3, 0.035, 0.16, 0.035], wspace=0.08,
-                          left=0.05, right=0.94, bottom=0.27, top=0.86)
-    ax, cax, axm, cax1, cax2 = (fig.add_subplot(gs[k]) for k in (0, 1, 3, 4, 6))
+    width = size * 2.4
+    fk = _font_scale(width)
+    matrix_h = 0.2 * n_parts + 1.2  # rows, rotated column names, group labels and title
+    fig = plt.figure(figsize=(width, size + matrix_h + 1.4))
+    outer = fig.add_gridspec(2, 1, height_ratios=[size, matrix_h], hspace=0.3, left=0.08, right=0.91,
+                             bottom=0.1, top=0.93)
+    top = outer[0].subgridspec(1, 3, width_ratios=[1, 0.045, 1.45], wspace=0.06)
+    bottom = outer[1].subgridspec(1, 4, width_ratios=[1, 0.016, 0.075, 0.016], wspace=0.0)
+    ax, cax, axm, cax1, cax2 = (fig.add_subplot(g) for g in (top[0], top[1], bottom[0], bottom[1], bottom[3]))
     peaks = [tuple(ctx[p, block.index(f"peak{k}_{s}")] for s in ("dx", "dy", "v")) for k in range(1, cfg.n_peaks + 1)]
-    im = _draw_context_map(ax, b[p], image, row, col, cfg, peaks)
-    fig.colorbar(im, cax=cax, label="belief")
+    im = _draw_context_map(ax, b[p], image, row, col, cfg, peaks, fk)
+    fig.colorbar(im, cax=cax).set_label("belief", fontsize=9.5 * fk)
+    cax.tick_params(labelsize=9 * fk)
     ax.set_title(f"stage {stage} belief of {_part_short(p, n_parts)}; context read at\n"
-                 f"cell (row {row}, col {col}){where} (white square)", fontsize=9)
-    _draw_context_matrix(fig, axm, (cax1, cax2), ctx, block, p, grid, stage)
+                 f"cell (row {row}, col {col}){where} (white square)", fontsize=10 * fk)
+    _draw_context_matrix(fig, axm, (cax1, cax2), ctx, block, p, grid, stage, fk)
     axm.set_title(f"all {ctx.size} context features of cell (row {row}, col {col}) that stage {stage + 1} "
-                  f"reads: {n_parts} parts x {len(block)}", fontsize=9, pad=20)
+                  f"reads: {n_parts} parts x {len(block)}", fontsize=10 * fk, pad=6 + 24 * fk)
     return fig
 
 
 def _draw_context_map(ax, belief: np.ndarray, image, row: int, col: int, cfg: PoseMachineConfig,
-                      peaks: Sequence[tuple[float, float, float]]):
-    """Left panel of :func:`plot_context_features`: one part's (G, G) ``belief`` map (over ``image``)
-    with the rings, pooling windows and ``peaks`` ((dx, dy, belief) per peak) read at cell (row, col);
-    returns the belief image for the colour bar."""
+                      peaks: Sequence[tuple[float, float, float]], k: float = 1.0):
+    """Top panel of :func:`plot_context_features`: one part's (G, G) ``belief`` map (over ``image``)
+    with the rings, pooling windows and ``peaks`` ((dx, dy, belief) per peak) read at cell (row, col),
+    its legend to the right; fonts scaled by ``k``. Returns the belief image for the colour bar."""
     grid = belief.shape[-1]
     extent = (-0.5, grid - 0.5, grid - 0.5, -0.5)
     if image is not None:
@@ -334,19 +358,22 @@ def _draw_context_map(ax, belief: np.ndarray, image, row: int, col: int, cfg: Po
     ax.axvline(half_c - 0.5, color="0.8", ls="--", lw=0.8)
     ax.axhline(half_r - 0.5, color="0.8", ls="--", lw=0.8)
     handles = _draw_rings(ax, row, col, cfg.context_radii)
-    for k, (dx, dy, v) in enumerate(peaks, start=1):
-        _draw_peak(ax, k, row, col, dx, dy, v, grid, cfg.peak_suppression if k == 1 and len(peaks) > 1 else None)
+    for n, (dx, dy, v) in enumerate(peaks, start=1):
+        _draw_peak(ax, n, row, col, dx, dy, v, grid, cfg.peak_suppression if n == 1 and len(peaks) > 1 else None,
+                   fontsize=8.5 * k)
     ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, ec="white", fc="none", lw=2))
     handles.append(plt.Line2D([], [], color="cyan", lw=1.6, label="peak k: offset (dx, dy) in cells, belief"))
     handles.append(plt.Line2D([], [], color="cyan", lw=1.0, ls=":", label="zeroed around peak 1 before peak 2"))
     handles.append(plt.Line2D([], [], color="0.8", lw=0.8, ls="--", label="quadrants of the pooled maxima"))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(-0.1, -0.13), frameon=False)
+    ax.legend(handles=handles, fontsize=9 * k, loc="upper left", bbox_to_anchor=(1.3, 1.0), frameon=False,
+              borderaxespad=0.0)
     ax.set_xlim(-0.5, grid - 0.5)
     ax.set_ylim(grid - 0.5, -0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("column (cells)", fontsize=8)
-    ax.set_ylabel("row (cells)", fontsize=8)
+    ax.set_xlabel("column (cells)", fontsize=9.5 * k)
+    ax.set_ylabel("row (cells)", fontsize=9.5 * k)
+    ax.tick_params(labelsize=9 * k)
     return im
 
 
@@ -368,7 +395,7 @@ def _draw_rings(ax, row: int, col: int, context_radii: Sequence[int]) -> list:
 
 
 def _draw_peak(ax, k: int, row: int, col: int, dx: float, dy: float, v: float, grid: int,
-               suppression: int | None):
+               suppression: int | None, fontsize: float = 8.5):
     """Arrow from cell (row, col) to belief peak ``k`` at offset (dx, dy) cells, labelled with the
     offset and belief ``v``; with ``suppression``, the dotted square zeroed around it."""
     px, py = col + dx, row + dy
@@ -376,7 +403,7 @@ def _draw_peak(ax, k: int, row: int, col: int, dx: float, dy: float, v: float, g
                                  color="cyan", shrinkA=0, shrinkB=2))
     right_half = px > grid / 2  # keep the label inside the map
     ax.text(px + (-0.4 if right_half else 0.4), py + (0.9 if py < 2 else -0.4),
-            f"peak {k}: ({dx:+.0f}, {dy:+.0f}), {v:.2f}", color="cyan", fontsize=7,
+            f"peak {k}: ({dx:+.0f}, {dy:+.0f}), {v:.2f}", color="cyan", fontsize=fontsize,
             ha="right" if right_half else "left", va="bottom" if py >= 2 else "top",
             bbox=dict(fc="black", alpha=0.5, lw=0, pad=1))
     if suppression is not None:
@@ -390,7 +417,7 @@ def _block_groups(block: Sequence[str]) -> list[tuple[str, int, int]]:
     groups: list[tuple[str, int, int]] = []
     for k, n in enumerate(block):
         label = ("own cell" if n == "c" else f"ring r={n[1:].split('_')[0]}" if n[0] == "r" and n[1].isdigit()
-                 else "peaks (dx, dy, v)" if n.startswith("peak") else "max: map, quadrants")
+                 else "peaks\n(dx, dy, v)" if n.startswith("peak") else "max: map,\nquadrants")
         if groups and groups[-1][0] == label:
             groups[-1] = (label, groups[-1][1], k)
         else:
@@ -398,10 +425,11 @@ def _block_groups(block: Sequence[str]) -> list[tuple[str, int, int]]:
     return groups
 
 
-def _draw_context_matrix(fig, axm, caxes, ctx: np.ndarray, block: Sequence[str], p: int, grid: int, stage: int):
-    """Right panel of :func:`plot_context_features`: the (P, B) context vector ``ctx`` of one cell,
+def _draw_context_matrix(fig, axm, caxes, ctx: np.ndarray, block: Sequence[str], p: int, grid: int, stage: int,
+                         k: float = 1.0):
+    """Bottom panel of :func:`plot_context_features`: the (P, B) context vector ``ctx`` of one cell,
     belief-valued columns on one colour scale (colour bar ``caxes[0]``), peak offsets in cells on a
-    diverging one (``caxes[1]``, values printed), the row of part ``p`` outlined."""
+    diverging one (``caxes[1]``, values printed), the row of part ``p`` outlined; fonts scaled by ``k``."""
     n_parts = ctx.shape[0]
     offset_cols = [k for k, n in enumerate(block) if n.endswith("_dx") or n.endswith("_dy")]
     is_offset = np.zeros(len(block), bool)
@@ -411,20 +439,20 @@ def _draw_context_matrix(fig, axm, caxes, ctx: np.ndarray, block: Sequence[str],
     im_p = axm.imshow(prob, cmap="magma", vmin=0, vmax=max(float(prob.max()), 1e-6), aspect="auto",
                       interpolation="nearest")
     im_o = axm.imshow(offs, cmap="coolwarm", norm=Normalize(-grid, grid), aspect="auto", interpolation="nearest")
-    for k in offset_cols:
+    for c in offset_cols:
         for q in range(n_parts):
-            axm.text(k, q, f"{ctx[q, k]:.0f}", ha="center", va="center", fontsize=5.5, color="black")
+            axm.text(c, q, f"{ctx[q, c]:.0f}", ha="center", va="center", fontsize=8 * k, color="black")
     axm.add_patch(Rectangle((-0.5, p - 0.5), len(block), 1, ec="cyan", fc="none", lw=2))
     axm.set_yticks(range(n_parts))
-    axm.set_yticklabels([_part_short(q, n_parts) for q in range(n_parts)], fontsize=7)
+    axm.set_yticklabels([_part_short(q, n_parts) for q in range(n_parts)], fontsize=8.5 * k)
     short = [n.split("_", 1)[1] if n.startswith("r") and "_" in n and n[1].isdigit() else n for n in block]
     axm.set_xticks(range(len(block)))
-    axm.set_xticklabels(short, rotation=90, fontsize=6.5)
+    axm.set_xticklabels(short, rotation=90, fontsize=8 * k)
     for label, a, z in _block_groups(block):  # group labels above the columns
-        axm.text((a + z) / 2, -0.9, label, ha="center", va="bottom", fontsize=7)
+        axm.text((a + z) / 2, -0.9, label, ha="center", va="bottom", fontsize=8.5 * k)
         if a > 0:
             axm.axvline(a - 0.5, color="white", lw=1.2)
-    axm.set_ylabel("part whose stage-%d belief is summarised" % stage, fontsize=8)
+    axm.set_ylabel("part whose stage-%d belief\nis summarised" % stage, fontsize=9.5 * k)
     for cax, im, label in zip(caxes, (im_p, im_o), ("belief-valued features", "peak offset (cells)")):
-        fig.colorbar(im, cax=cax).set_label(label, fontsize=8)
-        cax.tick_params(labelsize=7)
+        fig.colorbar(im, cax=cax).set_label(label, fontsize=9 * k)
+        cax.tick_params(labelsize=8.5 * k)

@@ -287,12 +287,12 @@ class ReceptiveFieldExplorer(FigurePanel):
             ax.set_xlim(min(-0.5, cx - half) - pad, max(w - 0.5, cx + half) + pad)
             ax.set_ylim(max(h - 0.5, cy + half) + pad, min(-0.5, cy - half) - pad)
         ax.set_aspect("equal")
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
         ax.set_xlabel("x (input pixels)", fontsize=8)
         ax.set_ylabel("y (input pixels)", fontsize=8)
         what = "all parts" if s["part"] is None else part_label(s["part"])
         ax.set_title(f"stage {t}/{self.num_stages} · cell (row {row}, col {col}) · {what}", fontsize=10)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, frameon=False, ncol=2)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False, ncol=2)
         self._draw_sizes(fig.add_subplot(gs[1]), colors)
         return fig
 
@@ -318,7 +318,7 @@ class ReceptiveFieldExplorer(FigurePanel):
         ax.set_ylabel("side of the field (input pixels)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False, loc="upper left")
+        ax.legend(fontsize=8, frameon=False, loc="upper left")
         ax.set_title("field size per stage", fontsize=10)
 
 
@@ -347,6 +347,7 @@ class ReceptiveFieldExplorer(FigurePanel):
         self.controls = dict(stage=stage, row=row, col=col, part=part, analytic=analytic,
                              effective=effective, crop=crop)
 
+        @self._observer
         def on_change(_=None):
             key = (stage.value, (row.value, col.value), part.value)
             if effective.value and key not in self._cache:
@@ -360,6 +361,11 @@ class ReceptiveFieldExplorer(FigurePanel):
         left = W.VBox([stage, row, col, part])
         right = W.VBox([analytic, effective, crop, self._status])
         return W.VBox([W.HBox([left, right]), self._image_widget])
+
+    def _control_values(self) -> dict:
+        s = self.state
+        return dict(stage=s["stage"], row=s["location"][0], col=s["location"][1], part=s["part"],
+                    analytic=s["show_analytic"], effective=s["show_effective"], crop=s["crop"])
 
     def __repr__(self) -> str:
         s = self.state

@@ -79,7 +79,7 @@ def _plain_log(ax) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(mticker.LogFormatter(labelOnlyBase=False))
     ax.yaxis.set_minor_formatter(mticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.6)))
-    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.tick_params(axis="y", which="minor", labelsize=8)
 
 
 def _hint(ax, text: str) -> None:
@@ -112,7 +112,7 @@ def _draw_loss(ax, df: pd.DataFrame, stages: dict[int, str], colors, smooth: int
     _plain_log(ax)
     ax.set_ylabel("loss per stage" + (f"\n(running mean of {window} steps)" if window > 1 else ""), fontsize=8)
     ax.set_title(f"loss f_t of each stage · step {int(steps[-1])}", fontsize=10)
-    ax.legend(fontsize=7, frameon=False, ncol=2 if n > 3 else 1)
+    ax.legend(fontsize=8, frameon=False, ncol=2 if n > 3 else 1)
     ax.grid(alpha=0.3, which="both")
     _phase_marks(ax, df)
 
@@ -147,7 +147,7 @@ def _draw_gradients(ax, tracker, colors, n: int) -> None:
             _plain_log(ax)
             ax.set_xlabel("optimiser step", fontsize=8)
             ax.set_ylabel("gradient L2 norm", fontsize=8)
-            ax.legend(fontsize=7, frameon=False)
+            ax.legend(fontsize=8, frameon=False)
             ax.grid(alpha=0.3, which="both")
     ax.set_title("gradient norm of each stage's parameters", fontsize=10)
 
@@ -166,7 +166,7 @@ def _draw_pck(ax, df: pd.DataFrame, colors, n: int, pck_threshold: float | None)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("optimiser step", fontsize=8)
         ax.set_ylabel(f"held-out PCK@{thr:g}", fontsize=8)
-        ax.legend(fontsize=7, frameon=False, loc="best")
+        ax.legend(fontsize=8, frameon=False, loc="best")
         ax.grid(alpha=0.3)
     else:
         _hint(ax, "held-out PCK: give the Trainer an eval_set\nand set TrainConfig(eval_every=...)")
@@ -265,7 +265,7 @@ class LiveTrainingPlot(Callback):
 
     def figure(self) -> Figure:
         """The current curves as a Figure (not attached to pyplot)."""
-        fig = Figure(figsize=self.figsize, dpi=90)
+        fig = Figure(figsize=self.figsize, dpi=100)
         FigureCanvasAgg(fig)
         return draw_history(fig, self.records, self.tracker, self.smooth, self.pck_threshold)
 
