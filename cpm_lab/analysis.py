@@ -6,6 +6,8 @@ Where :mod:`cpm_lab.metrics` scores predictions (PCK, AUC, EPE), this module tak
   itself, per stage (a tidy DataFrame).
 * :func:`error_taxonomy`: every labelled joint's prediction at every stage classed as good,
   jitter, inversion, swap or miss (after Ronchi & Perona, ICCV 2017), as a tidy DataFrame.
+* :func:`decoder_table`: the same beliefs decoded by every decoder of ``targets.DECODERS`` and
+  scored with PCK, side by side.
 * :func:`part_confusion`: on which TRUE joint each part's belief map fires, as a parts x joints
   matrix (left/right confusions light up the mirror column).
 * :func:`feature_importances`: how much each stage of a fitted ``PoseMachine`` rests on image
@@ -32,8 +34,8 @@ from . import skeleton
 from .targets import CodecConfig, cell_index, labelled_mask
 from .utils import to_numpy
 
-__all__ = ["ERROR_KINDS", "confusion_example", "error_taxonomy", "feature_importances", "most_improved",
-           "part_confusion", "side_fix_example", "side_swaps"]
+__all__ = ["ERROR_KINDS", "confusion_example", "decoder_table", "error_taxonomy", "feature_importances",
+           "most_improved", "part_confusion", "side_fix_example", "side_swaps"]
 
 STRIDE = CodecConfig.stride  # input pixels per belief cell, the CPM's and the pose machine's 8
 
@@ -183,6 +185,35 @@ def error_taxonomy(stage_preds: Sequence, keypoints, good: float = 0.1, near: fl
             total = max(int(counts.sum()), 1)
             rows += [(t, name, kname, int(counts[i]), counts[i] / total) for i, kname in enumerate(ERROR_KINDS)]
     return pd.DataFrame(rows, columns=["stage", "part", "kind", "count", "share"])
+
+
+def decoder_table(beliefs, keypoints, codec, methods: Sequence[str] | None = None,
+                  thresholds: Sequence[float] = (0.05, 0.1, 0.2)) -> pd.DataFrame:
+    """PCK of one set of beliefs under every decoder.
+
+    Args:
+        beliefs: (N, P(+1), h, w) beliefs of one stage (e.g. the last) over N images.
+        keypoints: (N, P, 3) ground truth in the same input pixels.
+        codec: the model's ``targets.CodecConfig`` (stride and sigma of the maps).
+        methods: decoders (default all of ``targets.DECODERS``).
+        thresholds: PCK thresholds (torso, all labelled joints).
+    Returns:
+        tidy DataFrame with columns ``method``, ``threshold``, ``value`` (PCK over all joints)
+        and ``count``, in the order of ``methods``.
+    """
+    import torch
+
+    from .metrics import keypoint_metrics
+    from .targets import DECODERS, decode
+
+    maps = torch.as_tensor(beliefs)
+    rows = []
+    for method in methods or DECODERS:
+        kp = decode(maps, codec, method=method)
+        table = keypoint_metrics([kp], keypoints, thresholds, "torso", auc_max=None)
+        table = table[(table["part"] == "mean") & (table["metric"] == "pck")]
+        rows += [(method, float(r.threshold), float(r.value), int(r.count)) for r in table.itertuples()]
+    return pd.DataFrame(rows, columns=["method", "threshold", "value", "count"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.io
 
 from . import skeleton
-from .metrics import keypoint_metrics
+from .metrics import convention_table, keypoint_metrics
 
 PREDICTION_FORMATS = (".mat", ".npy", ".csv")
 
@@ -118,3 +118,31 @@ def score_predictions(predictions, dataset, thresholds=(0.1, 0.2), normalize: st
                          f"{getattr(dataset, 'split_description', 'the dataset')}")
     pred = np.concatenate([pred[..., :2], np.ones(pred.shape[:2] + (1,))], axis=-1)
     return keypoint_metrics([pred], truth, thresholds, normalize, stages=[1], joints=joints)
+
+
+def protocol_crop_sides(dataset) -> np.ndarray:
+    """(N,) side in original pixels of the person box the official LSP protocol scales each test
+    image to: the image height / ``inference.LSP_TARGET`` (the person is brought to 0.8 of the
+    368 px box, so the box is 1.25 image heights). Read from the image headers (``dataset.paths``)."""
+    from PIL import Image
+
+    from .inference import LSP_TARGET
+
+    sides = []
+    for path in dataset.paths:
+        with Image.open(path) as im:
+            sides.append(im.height / LSP_TARGET)
+    return np.asarray(sides, dtype=np.float64)
+
+
+def score_conventions(predictions, dataset, thresholds=(0.2,)) -> pd.DataFrame:
+    """``metrics.convention_table`` of predictions (N, 14, 2) in 0-based original-image pixels
+    against ``dataset.keypoints_orig``: the same predictions under every common PCK convention,
+    with the official LSP protocol's person box (``protocol_crop_sides``) as the crop of "crop/10"."""
+    truth = np.asarray(dataset.keypoints_orig, dtype=np.float64)
+    pred = np.asarray(predictions, dtype=np.float64)
+    if pred.shape[0] != truth.shape[0]:
+        raise ValueError(f"{pred.shape[0]} predictions for the {truth.shape[0]} images of "
+                         f"{getattr(dataset, 'split_description', 'the dataset')}")
+    pred = np.concatenate([pred[..., :2], np.ones(pred.shape[:2] + (1,))], axis=-1)
+    return convention_table(pred, truth, thresholds=thresholds, crop_sizes=protocol_crop_sides(dataset))

@@ -202,16 +202,54 @@ def center_map(centers: torch.Tensor, config: CodecConfig, height: int | None = 
     return (gy.unsqueeze(-1) * gx.unsqueeze(-2)).unsqueeze(1)
 
 
-def decode(beliefs: torch.Tensor, config: CodecConfig) -> torch.Tensor:
+#: Names accepted by ``decode(..., method=...)``; see ``decode`` for what each one does.
+DECODERS = ("argmax", "parabola", "quarter", "dark", "soft_argmax")
+
+
+def decode(beliefs: torch.Tensor, config: CodecConfig, *, method: str = "parabola") -> torch.Tensor:
     """Belief maps -> keypoints in input pixels.
 
     Args:
         beliefs: (N, C, h, w) with C = P + 1 (background last, ignored) or C = P.
+        config: the codec; ``stride`` maps cells to input pixels (``cell_center``), ``sigma``
+            sets the smoothing of ``"dark"``.
+        method: how the location is read off each part's map (one of ``DECODERS``). All of them
+            work in cell units and convert with ``cell_center``; all but ``"soft_argmax"``
+            start from the arg-max cell (the first one on ties):
+
+            - ``"argmax"``: the arg-max cell's centre, no refinement (error up to half a cell,
+              i.e. ``stride / 2`` input pixels, per axis).
+            - ``"parabola"`` (default): per axis, the vertex of the parabola through the log of
+              the three beliefs around the peak (log clamped at 1e-6); exact for a sampled
+              Gaussian. The offset is clamped to +-0.5 cell and is 0 on an axis where the peak
+              is on the border or the log is not concave.
+            - ``"quarter"``: the Hourglass / SimpleBaseline heuristic: a step of 0.25 cell from
+              the arg-max towards the higher of its two neighbours along each axis (none on a
+              tie or on the border; the reference code also skips the cell next to the border,
+              this one does not).
+            - ``"dark"``: DARK (Zhang et al., CVPR 2020). Each map is smoothed with a Gaussian
+              kernel of std ``config.sigma / config.stride`` cells (the codec's own sigma,
+              truncated at 4 std, zero padding outside the map), clamped at 1e-10 and logged;
+              then one Newton step ``-H^-1 g`` is taken at the (unsmoothed) arg-max cell with the
+              2-D gradient ``g`` and Hessian ``H`` from central differences. The step is 0 where
+              ``H`` is not negative definite or the arg-max is on the border, and each axis is
+              clamped to +-1 cell (beyond the three-cell stencil the quadratic model is an
+              extrapolation). Exact for a Gaussian up to the smoothing's discretisation.
+            - ``"soft_argmax"``: integral regression (Sun et al., ECCV 2018): the expected cell
+              coordinates under the map clipped at 0 and normalised to sum 1 over the whole map
+              (an all-zero map falls back to the arg-max cell). No arg-max: every cell votes, so
+              background clutter, second peaks and a peak cut by the border all pull the
+              estimate (towards the clutter, and inwards); that bias is what it is compared for.
+
     Returns:
-        (N, P, 3): x, y in input pixels and the peak belief value as confidence. The location
-        is the arg-max cell refined to sub-cell precision by fitting a parabola to the log of
-        the three beliefs around the peak along each axis (exact for a sampled Gaussian).
+        (N, P, 3): x, y in input pixels and, for every method, the peak belief value (the
+        maximum of the unsmoothed map) as confidence.
+
+    Raises:
+        ValueError: on an unknown ``method`` or badly shaped ``beliefs``.
     """
+    if method not in DECODERS:
+        raise ValueError(f"unknown decode method {method!r}; valid methods: {', '.join(DECODERS)}")
     if beliefs.ndim != 4:
         raise ValueError(f"beliefs must have shape (N, C, h, w); got {tuple(beliefs.shape)}")
     p = config.num_parts
@@ -223,6 +261,37 @@ def decode(beliefs: torch.Tensor, config: CodecConfig) -> torch.Tensor:
     conf, idx = flat.max(dim=-1)
     iy, ix = idx // w, idx % w
 
+    if method == "argmax":
+        fx, fy = ix.float(), iy.float()
+    elif method == "parabola":
+        fx, fy = _refine_parabola(maps, iy, ix)
+    elif method == "quarter":
+        fx, fy = _refine_quarter(maps, iy, ix)
+    elif method == "dark":
+        fx, fy = _refine_dark(maps, iy, ix, config.sigma / config.stride)
+    else:  # soft_argmax
+        fx, fy = _soft_argmax(maps, iy, ix)
+    s = config.stride
+    x = fx * s + (s - 1) / 2
+    y = fy * s + (s - 1) / 2
+    return torch.stack([x, y, conf], dim=-1)
+
+
+def _at(maps: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """maps (N, P, h, w) at cells (iy + dy, ix + dx), indices (N, P) clamped to the map -> (N, P)."""
+    n, p, h, w = maps.shape
+    j = (iy + dy).clamp(0, h - 1) * w + (ix + dx).clamp(0, w - 1)
+    return maps.reshape(n, p, h * w).gather(-1, j.unsqueeze(-1)).squeeze(-1)
+
+
+def _interior(iy: torch.Tensor, ix: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, P) bools: the cell has a neighbour on both sides along y, along x."""
+    return (iy > 0) & (iy < h - 1), (ix > 0) & (ix < w - 1)
+
+
+def _refine_parabola(maps, iy, ix):
+    """Arg-max (iy, ix) + per-axis log-parabola vertex, in cells: (fx, fy), each (N, P)."""
+    n, p, h, w = maps.shape
     eps = 1e-6
     logm = maps.clamp_min(eps).log()
 
@@ -234,17 +303,106 @@ def decode(beliefs: torch.Tensor, config: CodecConfig) -> torch.Tensor:
         valid = (i > 0) & (i < axis_len - 1)
         return torch.where(valid, d.clamp(-0.5, 0.5), torch.zeros_like(d))
 
-    def take_x(k):
-        j = (ix + k).clamp(0, w - 1)
-        return logm.reshape(n, p, h * w).gather(-1, (iy * w + j).unsqueeze(-1)).squeeze(-1)
+    fx = ix.float() + offset(w, ix, lambda k: _at(logm, iy, ix, 0, k))
+    fy = iy.float() + offset(h, iy, lambda k: _at(logm, iy, ix, k, 0))
+    return fx, fy
 
-    def take_y(k):
-        j = (iy + k).clamp(0, h - 1)
-        return logm.reshape(n, p, h * w).gather(-1, (j * w + ix).unsqueeze(-1)).squeeze(-1)
 
-    fx = ix.float() + offset(w, ix, take_x)
-    fy = iy.float() + offset(h, iy, take_y)
-    s = config.stride
-    x = fx * s + (s - 1) / 2
-    y = fy * s + (s - 1) / 2
-    return torch.stack([x, y, conf], dim=-1)
+def _refine_quarter(maps, iy, ix):
+    """Arg-max (iy, ix) + 0.25 cell towards the higher neighbour per axis, in cells: (fx, fy)."""
+    n, p, h, w = maps.shape
+    in_y, in_x = _interior(iy, ix, h, w)
+    dx = torch.sign(_at(maps, iy, ix, 0, 1) - _at(maps, iy, ix, 0, -1)) * in_x
+    dy = torch.sign(_at(maps, iy, ix, 1, 0) - _at(maps, iy, ix, -1, 0)) * in_y
+    return ix.float() + 0.25 * dx, iy.float() + 0.25 * dy
+
+
+def _gaussian_smooth(maps: torch.Tensor, sigma_cells: float) -> torch.Tensor:
+    """maps (N, P, h, w) convolved with a normalised Gaussian of std ``sigma_cells`` cells,
+    truncated at ``ceil(4 * sigma_cells)`` cells, zero padding (same shape out); separable."""
+    n, p, h, w = maps.shape
+    r = max(1, int(np.ceil(4 * sigma_cells)))
+    t = torch.arange(-r, r + 1, device=maps.device, dtype=maps.dtype)
+    k = torch.exp(-0.5 * (t / sigma_cells) ** 2)
+    k = k / k.sum()
+    x = maps.reshape(n * p, 1, h, w)
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
+    return x.reshape(n, p, h, w)
+
+
+def _refine_dark(maps, iy, ix, sigma_cells: float):
+    """DARK: one Newton step on the log of the smoothed map at the arg-max (iy, ix), in cells."""
+    n, p, h, w = maps.shape
+    logm = _gaussian_smooth(maps, sigma_cells).clamp_min(1e-10).log()
+
+    def at(dy, dx):
+        return _at(logm, iy, ix, dy, dx)
+
+    c = at(0, 0)
+    gx = 0.5 * (at(0, 1) - at(0, -1))
+    gy = 0.5 * (at(1, 0) - at(-1, 0))
+    hxx = at(0, 1) - 2 * c + at(0, -1)
+    hyy = at(1, 0) - 2 * c + at(-1, 0)
+    hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    det = hxx * hyy - hxy**2
+    in_y, in_x = _interior(iy, ix, h, w)
+    ok = (hxx < 0) & (det > 1e-12) & in_x & in_y  # negative definite, full stencil on the map
+    safe = torch.where(ok, det, torch.ones_like(det))
+    # -H^-1 g with H^-1 = [[hyy, -hxy], [-hxy, hxx]] / det
+    dx = torch.where(ok, -(hyy * gx - hxy * gy) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
+    dy = torch.where(ok, -(hxx * gy - hxy * gx) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
+    return ix.float() + dx, iy.float() + dy
+
+
+def _soft_argmax(maps, iy, ix):
+    """Expected (x, y) cell coordinates under max(map, 0) normalised over the map: (fx, fy)."""
+    n, p, h, w = maps.shape
+    m = maps.clamp_min(0)
+    mass = m.sum(dim=(-2, -1))
+    ok = mass > 0
+    safe = torch.where(ok, mass, torch.ones_like(mass))
+    xs = torch.arange(w, device=maps.device, dtype=maps.dtype)
+    ys = torch.arange(h, device=maps.device, dtype=maps.dtype)
+    fx = (m.sum(dim=-2) * xs).sum(-1) / safe
+    fy = (m.sum(dim=-1) * ys).sum(-1) / safe
+    return torch.where(ok, fx, ix.float()), torch.where(ok, fy, iy.float())
+
+
+def round_trip(config: CodecConfig, methods=DECODERS, n: int = 1000, seed: int = 0, margin_cells: int = 2):
+    """The codec round trip of the decoder comparison: encode -> decode error per method.
+
+    Draws ``n`` keypoints uniformly at random (continuous, i.e. sub-pixel) positions in input
+    pixels, at least ``margin_cells`` cells (``margin_cells * config.stride`` pixels) inside the
+    input square ``[-0.5, input_size - 0.5]`` on every side, from a ``torch.Generator`` seeded
+    with ``seed``; encodes each as the only labelled part of its own sample (the codec's
+    geometry with ``num_parts=1``: one Gaussian per map, nothing else on it), decodes with each
+    method and measures the Euclidean distance to the drawn position. CPU, float32.
+
+    Returns:
+        pandas.DataFrame with one row per method (in the order given) and columns ``method``,
+        ``mean_px``, ``median_px``, ``p95_px``, ``max_px``: the quantisation error of
+        encode -> decode in input pixels.
+    """
+    import pandas as pd
+
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    bad = [m for m in methods if m not in DECODERS]
+    if bad:
+        raise ValueError(f"unknown decode method(s) {bad}; valid methods: {', '.join(DECODERS)}")
+    lo = margin_cells * config.stride - 0.5
+    hi = config.input_size - 0.5 - margin_cells * config.stride
+    if n < 1 or hi < lo:
+        raise ValueError(f"need n >= 1 and a margin of {margin_cells} cells that leaves room; got n={n}, "
+                         f"input_size={config.input_size}, stride={config.stride}")
+    g = torch.Generator().manual_seed(seed)
+    xy = lo + torch.rand(n, 1, 2, generator=g) * (hi - lo)
+    keypoints = torch.cat([xy, torch.full((n, 1, 1), float(VISIBLE))], dim=-1)
+    single = config.replace(num_parts=1)
+    targets, _ = encode(keypoints, single)
+    rows = []
+    for m in methods:
+        err = (decode(targets, single, method=m)[:, 0, :2] - xy[:, 0]).norm(dim=-1).double()
+        rows.append({"method": m, "mean_px": err.mean().item(), "median_px": err.median().item(),
+                     "p95_px": torch.quantile(err, 0.95).item(), "max_px": err.max().item()})
+    return pd.DataFrame(rows, columns=["method", "mean_px", "median_px", "p95_px", "max_px"])

@@ -197,3 +197,19 @@ def test_error_taxonomy_classes_one_hand_built_prediction_each():
     assert again[("l_knee", "good")] == 0 and again[("r_knee", "miss")] == 1 and again[("l_ankle", "inversion")] == 1
     with pytest.raises(ValueError, match="good < near"):
         error_taxonomy([pred], truth, good=0.3, near=0.2)
+
+
+def test_decoder_table_scores_each_decoder_on_the_same_beliefs():
+    from cpm_lab.analysis import decoder_table
+    from cpm_lab.models import CPM
+    from cpm_lab.targets import DECODERS, encode
+
+    codec = CPM.from_preset("tiny").codec
+    g = torch.Generator().manual_seed(0)
+    truth = torch.cat([30 + 60 * torch.rand(6, 14, 2, generator=g), torch.full((6, 14, 1), 2.0)], -1)
+    beliefs, _ = encode(truth, codec)                     # exact Gaussians at sub-pixel positions
+    table = decoder_table(beliefs, truth, codec, thresholds=(0.01, 0.2))
+    assert list(table["method"].unique()) == list(DECODERS) and (table["count"] == 6 * 14).all()
+    value = table.set_index(["method", "threshold"])["value"]
+    assert value[("parabola", 0.01)] == 1.0 and value[("argmax", 0.01)] < 0.5       # quantisation shows at 1%
+    assert value[("parabola", 0.2)] == 1.0 and value[("dark", 0.2)] == 1.0 and value[("argmax", 0.2)] < 1.0

@@ -364,3 +364,21 @@ def test_compare_supervision_early_gradients_shrink_without_intermediate_loss():
     with_is, without = res.summary["run"].unique()
     assert s[(without, "stage1.conv1")] < 0.5 * s[(with_is, "stage1.conv1")]
     assert set(res.losses["stage"]) == {1, 2, 3}
+
+
+def test_early_exit_stops_after_each_stage_and_adds_up_the_cost():
+    from cpm_lab.data import SyntheticPoses
+    from cpm_lab.diagnostics import early_exit, model_cost
+
+    torch.manual_seed(0)
+    model = CPM.from_preset("tiny", input_size=64)
+    calls = []
+    original = model.forward
+    model.forward = lambda *a, **k: calls.append(k.get("num_stages")) or original(*a, **k)
+    table = early_exit(model, SyntheticPoses(8, image_size=64, seed=1), repeats=2)
+    assert list(table["stage"]) == [1, 2, 3] and {1, 2, 3} <= set(calls)     # forward stopped after each stage
+    cost = model_cost(model).stages
+    assert table["gmacs"].iloc[-1] == pytest.approx(cost["macs"].sum() / 1e9)
+    assert table["gmacs"].is_monotonic_increasing and table["params_m"].is_monotonic_increasing
+    assert (table["ms"] > 0).all() and table["pck"].between(0, 1).all()
+    assert table["pck_per_gmac"].iloc[0] == pytest.approx(table["pck"].iloc[0] / table["gmacs"].iloc[0])

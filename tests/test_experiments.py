@@ -588,3 +588,18 @@ def test_shipped_results_readme_numbers_hold():
     assert (gap > 0).all() and f"by {gap.min():.3f} to {gap.max():.3f}" in text.replace("\n", " ")
     e2e, sw, ft = (final[("strategies", s, 6)] for s in ("end_to_end", "stagewise", "stagewise_finetune"))
     assert round((ft - sw) / (e2e - sw), 1) == 0.6 and "recovers only about 60% of the gap" in text.replace("\n", " ")
+
+
+def test_sigma_sweep_trains_one_model_per_sigma(monkeypatch):
+    from cpm_lab.experiments import sigma_sweep
+    from cpm_lab.models import CPM
+
+    built = []
+    original = CPM.from_preset.__func__
+    monkeypatch.setattr(CPM, "from_preset", classmethod(lambda cls, *a, **k: built.append(original(cls, *a, **k))
+                                                        or built[-1]))
+    table = sigma_sweep((3, 12), steps=3, batch_size=2, eval_size=4, device="cpu")
+    assert [m.codec.sigma for m in built] == [3.0, 12.0]           # each run's targets used its sigma
+    assert list(table.columns) == ["sigma_px", "stage", "pck@0.1", "pck@0.2", "images_per_s", "train_s", "loss_end"]
+    assert list(zip(table["sigma_px"], table["stage"])) == [(s, t) for s in (3.0, 12.0) for t in (1, 2, 3)]
+    assert table["pck@0.2"].between(0, 1).all() and (table["images_per_s"] > 0).all() and (table["train_s"] > 0).all()

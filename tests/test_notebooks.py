@@ -57,12 +57,18 @@ STORIES = {
     "05_intermediate_supervision": ("live_stage1_orders_below", "live_last_stage_alike", "live_early_losses_far_above",
                                     "final_loss_only_early_stages_near_zero", "toy_sweep_gap",
                                     "stage2_sees_whole_input"),
+    "07_analysis_lab": ("syn_swaps_fall", "syn_good_rises", "roundtrip_parabola_exact", "roundtrip_argmax_quantised",
+                        "stage1_ignores_centre", "uniform_collapses", "displaced_hurts", "follows_the_centre",
+                        "stage1_cannot_choose", "early_exit_tiny_synthetic", "lsp_misses_fall", "lsp_swaps_not_fewer",
+                        "lsp_argmax_costs", "lsp_soft_argmax_lowest", "lsp_dark_vs_parabola", "official_8432",
+                        "observer_centric_higher", "early_exit_tiny_lsp", "sigma_narrow_worst",
+                        "sigma_best_middle"),
     "06_real_data": ("final_stage_beats_baseline", "stage1_sides_above_chance", "fewer_side_swaps",
                      "wrist_wrong_side_falls", "hidden_wrist_recovered", "hidden_wrist_worse_than_visible"),
 }
 #: Notebooks whose claims need the real datasets (../shared/datasets): without them the
 #: notebook skips those cells, so only the claims it did record must hold.
-NEEDS_DATA = {"06_real_data"}
+NEEDS_DATA = {"06_real_data", "07_analysis_lab"}
 
 
 def _have_real_data() -> bool:

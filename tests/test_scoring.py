@@ -78,9 +78,10 @@ def test_official_predictions_give_the_papers_numbers(datasets_root, name, tmp_p
         pytest.skip(f"official predictions or LSP not found under {datasets_root}")
     out = tmp_path / "score.csv"
     code = main(["score", "--predictions", str(path), "--data", f"lsp:{datasets_root / 'lsp'}", "--split", "test",
-                 "--out", str(out)])
+                 "--out", str(out), "--conventions"])
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
+    assert "torso, observer-centric labels" in printed and "crop/10" in printed
     mean, per_joint = PAPER[name]
     wide = part_table(pd.read_csv(out), thresholds=(0.2,))
     assert 100 * wide.loc["mean", "PCK@0.2"] == pytest.approx(mean, abs=0.01)

@@ -63,9 +63,9 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                         "the tiny preset's input; a checkpoint brings its own)")
     p.add_argument("--seed", type=nonneg_int,
                    help="synthetic data seed (default: the checkpoint's training seed; 0 with --mean-pose)")
-    p.add_argument("--normalize", default="torso", choices=("torso", "bbox", "neck-head", "px"),
-                   help="PCK length: torso (official LSP |l_sho - r_hip|), bbox, neck-head (NOT MPII PCKh: "
-                        "that needs annotated head boxes) or px")
+    p.add_argument("--normalize", default="torso", choices=("torso", "torso-other", "bbox", "neck-head", "px"),
+                   help="PCK length: torso (official LSP |l_sho - r_hip|), torso-other (|r_sho - l_hip|), bbox, "
+                        "neck-head (NOT MPII PCKh: that needs annotated head boxes) or px")
     p.add_argument("--flip", action="store_true",
                    help="--protocol gt-crop: average with the horizontally flipped image")
     p.add_argument("--scales", type=float_list,

@@ -10,7 +10,8 @@
 
 or headless: ``cpm-lab ablate --out runs/ablation [--budget quick|default|full]`` (``cpm_lab.cli.ablate``).
 
-One concern per module: ``plan`` (budgets, ``RunSpec``, ``plan_runs``), ``runner`` (one run and
+Beside the paper's ablations, ``sigma`` sweeps the width of the part Gaussian
+(``sigma_sweep``). One concern per module: ``plan`` (budgets, ``RunSpec``, ``plan_runs``), ``runner`` (one run and
 the sweep: plan, execute, write), ``results`` (the tidy tables, ``AblationResult``, summaries),
 ``report`` (Markdown summary, figures, manifest, the paper's claims checked).
 
@@ -109,6 +110,7 @@ from .results import (
     summarize,
 )
 from .runner import run_ablation, train_run
+from .sigma import sigma_sweep
 from .stats import PairedDifference, compare_paired
 
 __all__ = ["ABLATION_BUDGETS", "AblationResult", "BUDGETS", "DEFAULT_EXPERIMENTS", "DEFAULT_PRESET", "EXPERIMENTS",
@@ -116,5 +118,5 @@ __all__ = ["ABLATION_BUDGETS", "AblationResult", "BUDGETS", "DEFAULT_EXPERIMENTS
            "of_setting", "GRADIENT_COLUMNS", "HISTOGRAM_COLUMNS", "NORMALIZE", "PCK_COLUMNS", "QUICK", "RUN_COLUMNS",
            "RunSpec", "SUMMARY_COLUMNS", "THRESHOLDS", "ablation_plan", "budget_settings", "check_claims",
            "compare_paired", "first_layer_ratios", "PairedDifference", "collect", "gradient_summary", "load_results",
-           "plan_runs", "relative_cost", "render_figures", "run_ablation", "summarize", "summary_markdown",
-           "train_run"]
+           "plan_runs", "relative_cost", "render_figures", "run_ablation", "sigma_sweep", "summarize",
+           "summary_markdown", "train_run"]

@@ -27,8 +27,10 @@ Two ways to evaluate, two modules:
   (LSP: the image centre and height), ``predict_person`` (a scale search whose beliefs are summed
   on the original image; arg-max pixels per stage), ``predict_protocol`` / ``evaluate_protocol``
   over a dataset's original images. ``resample`` holds the bicubic resizes it composes.
-* ``occlusion``: ``Occluder`` (a grey square over an image) and ``hidden_joint_errors`` (hide one
-  joint of every person of a dataset and measure each stage's error, visible against hidden).
+* ``probes``: changing a model's input to see what it relies on: ``Occluder`` and
+  ``hidden_joint_errors`` (hide one joint of every person, each stage's error visible against
+  hidden); ``centre_map_ablation``, ``two_person_image`` and ``two_person_probe`` (the centre
+  map removed, displaced, or put on another person).
 * ``photo``: one photo (a file or an array) with an optional person box: ``predict_image``
   returns per-stage keypoints and beliefs in the photo's own pixels (what ``cpm-lab predict``
   writes); ``person_item`` frames the person for the belief explorer.
@@ -43,8 +45,15 @@ resized back.
 from __future__ import annotations
 
 from .core import Prediction, center_maps, evaluate, load_model, model_device, predict, predict_dataset, stage_outputs
-from .occlusion import Occluder, hidden_joint_errors
 from .photo import PhotoPrediction, person_item, predict_image, read_photo
+from .probes import (
+    CENTRE_CONDITIONS,
+    Occluder,
+    centre_map_ablation,
+    hidden_joint_errors,
+    two_person_image,
+    two_person_probe,
+)
 from .protocol import (
     GREY,
     LSP_SCALES,
@@ -63,9 +72,9 @@ from .protocol import (
 )
 
 __all__ = [
-    "GREY", "LSP_SCALES", "LSP_TARGET", "Occluder", "PROTOCOLS", "PersonPrediction", "PhotoPrediction", "Prediction",
-    "ScalePlan", "as_image", "center_maps", "evaluate", "evaluate_protocol", "load_image", "load_model",
-    "locate_person", "model_device", "person_item", "plan_scales", "predict", "predict_dataset",
-    "hidden_joint_errors", "predict_image", "predict_person", "predict_protocol", "protocol_title", "read_photo",
-    "stage_outputs",
+    "CENTRE_CONDITIONS", "GREY", "LSP_SCALES", "LSP_TARGET", "PROTOCOLS", "as_image", "center_maps",
+    "centre_map_ablation", "evaluate", "evaluate_protocol", "hidden_joint_errors", "load_image", "load_model",
+    "locate_person", "model_device", "Occluder", "person_item", "PersonPrediction", "PhotoPrediction", "plan_scales",
+    "predict", "predict_dataset", "predict_image", "predict_person", "predict_protocol", "Prediction",
+    "protocol_title", "read_photo", "ScalePlan", "stage_outputs", "two_person_image", "two_person_probe",
 ]

@@ -1,4 +1,12 @@
 """Plots (matplotlib) and interactive explorers (ipywidgets) of poses, beliefs and diagnostics."""
+from .analysis import (
+    plot_centre_map,
+    plot_conventions,
+    plot_decoders,
+    plot_early_exit,
+    plot_error_taxonomy,
+    plot_sigma_sweep,
+)
 from .diagnostics import (
     plot_cost,
     plot_effective_receptive_field,
@@ -27,7 +35,9 @@ from .pose_machine_features import plot_context_features, plot_feature_grid
 from .receptive import ReceptiveFieldExplorer
 from .training import LiveTrainingPlot, draw_history, plot_history
 
-__all__ = ["BeliefExplorer", "Occluder", "PhotoPanel", "plot_photo_prediction", "side_handles", "side_key",
+__all__ = ["plot_centre_map", "plot_conventions", "plot_decoders", "plot_early_exit", "plot_error_taxonomy",
+           "plot_sigma_sweep", "BeliefExplorer", "Occluder", "PhotoPanel", "plot_photo_prediction", "side_handles",
+           "side_key",
            "part_handles", "part_key",
            "draw_skeleton", "overlay_beliefs", "plot_cost",
            "plot_effective_receptive_field", "plot_erf_mass", "plot_gradient_histograms",

@@ -144,7 +144,9 @@ def plot_stage_beliefs(image, stage_beliefs: Sequence, part: int | str = "all", 
     """
     t = len(stage_beliefs)
     composite = part == "all"
-    fig, axes = plt.subplots(1, t, figsize=(max(size * t, 7.6 if composite and key else 0), size + 0.3
+    img = image_hwc(image)
+    panel_h = size * img.shape[0] / img.shape[1]            # panels keep the image's aspect
+    fig, axes = plt.subplots(1, t, figsize=(max(size * t, 7.6 if composite and key else 0), panel_h + 0.6
                                             + (0.8 if composite and key else 0)), squeeze=False)
     for k, ax in enumerate(axes[0]):
         maps = to_numpy(stage_beliefs[k])
@@ -162,7 +164,7 @@ def plot_stage_beliefs(image, stage_beliefs: Sequence, part: int | str = "all", 
         ax.set_title(f"stage {k + 1}" + (f" (peak {peak:.2f})" if scale_to_peak else ""), fontsize=10)
     fig.suptitle(part_label(part) + (", colours scaled to each peak" if scale_to_peak else ""), fontsize=11)
     if composite and key:
-        fig.tight_layout(rect=(0, 0.7 / (size + 1.1), 1, 1))
+        fig.tight_layout(rect=(0, 0.7 / (panel_h + 1.4), 1, 1))
         part_key(fig, num_parts=len(to_numpy(stage_beliefs[0])) - 1, fontsize=8.5)
     else:
         fig.tight_layout()

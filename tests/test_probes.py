@@ -1,10 +1,10 @@
-"""cpm_lab.inference.occlusion: hiding one joint of every person and measuring each stage."""
+"""cpm_lab.inference.probes: hiding a joint, and moving, removing or re-targeting the centre map."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cpm_lab import skeleton
-from cpm_lab.inference import Occluder, hidden_joint_errors
+from cpm_lab.inference import Occluder, centre_map_ablation, hidden_joint_errors, two_person_image, two_person_probe
 from cpm_lab.models import CPM
 
 CODEC = CPM.from_preset("tiny", input_size=64).codec
@@ -65,3 +65,54 @@ def test_occluder_is_the_explorers():
     from cpm_lab.viz import Occluder as ViaViz
 
     assert ViaViz is Occluder
+
+
+class FollowsCentre(torch.nn.Module):
+    """Stage 1 puts every part in the top-left cell; stage 2 wherever the centre map peaks."""
+
+    codec = CODEC
+
+    def forward(self, images, center_maps=None):
+        pooled = F.avg_pool2d(center_maps, 8)
+        first = torch.zeros_like(pooled).expand(-1, 15, -1, -1).clone()
+        first[:, :, 0, 0] = 1.0
+        return [first, pooled.expand(-1, 15, -1, -1)]
+
+
+class Huddles:
+    """People whose joints sit on their centre, but for the left shoulder and right hip 4 px
+    either side of it (so a torso of 11.3 px, PCK@0.2 radius 2.3 px: 12 of 14 joints are hit by
+    a prediction on the centre)."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        centre = torch.tensor([26.0 + 4 * i, 34.0 - 2 * i])
+        kp = torch.cat([centre.expand(14, 2), torch.full((14, 1), 2.0)], 1)
+        kp[skeleton.JOINT_INDEX["left_shoulder"], :2] -= 4
+        kp[skeleton.JOINT_INDEX["right_hip"], :2] += 4
+        return dict(image=torch.zeros(3, 64, 64), keypoints=kp, center=centre)
+
+
+def test_centre_map_ablation_scores_each_condition():
+    table = centre_map_ablation(FollowsCentre(), Huddles(), shifts=(1.0,), thresholds=(0.2,))
+    value = table.set_index(["condition", "stage"])["value"]
+    assert set(table["condition"]) == {"on the person", "uniform", "empty", "displaced"}
+    assert value[("on the person", 2)] == pytest.approx(12 / 14)
+    assert value[("displaced", 2)] == 0 and value[("uniform", 2)] == 0      # moved away / top-left cell
+    assert (table[table["stage"] == 1]["value"] == table[table["stage"] == 1]["value"].iloc[0]).all()
+    assert table[table["condition"] == "displaced"]["shift"].eq(1.0).all()
+    assert table[table["condition"] != "displaced"]["shift"].isna().all()
+
+
+def test_two_person_probe_follows_the_centre_map():
+    pair = two_person_image(Huddles(), 0, 3)
+    assert pair["image"].shape == (3, 64, 128)
+    assert torch.equal(pair["centers"][1], torch.tensor([64.0 + 38.0, 28.0]))
+    assert torch.equal(pair["keypoints"][1, 0, :2], pair["centers"][1])
+    table = two_person_probe(FollowsCentre(), Huddles(), [(0, 1), (2, 3)]).set_index(["stage", "centre"])
+    for centre in ("left", "right"):
+        assert table.loc[(2, centre), "on_target"] == pytest.approx(12 / 14)
+        assert table.loc[(2, centre), "on_other"] == 0
+        assert table.loc[(2, centre), "count"] == 2 * 14
