@@ -111,13 +111,19 @@ def score_predictions(predictions, dataset, thresholds=(0.1, 0.2), normalize: st
     ground truth (``dataset.keypoints_orig``, one row per image, same order) with
     ``metrics.keypoint_metrics`` (one stage, numbered 1; no AUC or EPE thresholds beyond PCK's).
     """
+    pred, truth = _paired(predictions, dataset)
+    return keypoint_metrics([pred], truth, thresholds, normalize, stages=[1], joints=joints)
+
+
+def _paired(predictions, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (N, 14, 2) as (N, 14, 3) keypoints (flag 1) beside the dataset's ground truth
+    ``keypoints_orig``; one clear error when the counts differ."""
     truth = np.asarray(dataset.keypoints_orig, dtype=np.float64)
     pred = np.asarray(predictions, dtype=np.float64)
     if pred.shape[0] != truth.shape[0]:
         raise ValueError(f"{pred.shape[0]} predictions for the {truth.shape[0]} images of "
                          f"{getattr(dataset, 'split_description', 'the dataset')}")
-    pred = np.concatenate([pred[..., :2], np.ones(pred.shape[:2] + (1,))], axis=-1)
-    return keypoint_metrics([pred], truth, thresholds, normalize, stages=[1], joints=joints)
+    return np.concatenate([pred[..., :2], np.ones(pred.shape[:2] + (1,))], axis=-1), truth
 
 
 def protocol_crop_sides(dataset) -> np.ndarray:
@@ -139,10 +145,5 @@ def score_conventions(predictions, dataset, thresholds=(0.2,)) -> pd.DataFrame:
     """``metrics.convention_table`` of predictions (N, 14, 2) in 0-based original-image pixels
     against ``dataset.keypoints_orig``: the same predictions under every common PCK convention,
     with the official LSP protocol's person box (``protocol_crop_sides``) as the crop of "crop/10"."""
-    truth = np.asarray(dataset.keypoints_orig, dtype=np.float64)
-    pred = np.asarray(predictions, dtype=np.float64)
-    if pred.shape[0] != truth.shape[0]:
-        raise ValueError(f"{pred.shape[0]} predictions for the {truth.shape[0]} images of "
-                         f"{getattr(dataset, 'split_description', 'the dataset')}")
-    pred = np.concatenate([pred[..., :2], np.ones(pred.shape[:2] + (1,))], axis=-1)
+    pred, truth = _paired(predictions, dataset)
     return convention_table(pred, truth, thresholds=thresholds, crop_sizes=protocol_crop_sides(dataset))
