@@ -35,7 +35,7 @@ from .targets import CodecConfig, cell_index, labelled_mask
 from .utils import to_numpy
 
 __all__ = ["ERROR_KINDS", "confusion_example", "decoder_table", "error_taxonomy", "feature_importances",
-           "most_improved", "part_confusion", "side_fix_example", "side_swaps"]
+           "most_improved", "part_confusion", "side_fix_example", "side_swaps", "wrong_side_ratio"]
 
 STRIDE = CodecConfig.stride  # input pixels per belief cell, the CPM's and the pose machine's 8
 
@@ -254,6 +254,17 @@ def mirror_beliefs(beliefs, keypoints, part: int | str, stride: int = STRIDE,
     return pooled[n, cells[:, 0, 1], cells[:, 0, 0]], pooled[n, cells[:, 1, 1], cells[:, 1, 0]], ok
 
 
+def wrong_side_ratio(beliefs, keypoints, part: int | str, stride: int = STRIDE,
+                     min_separation: float = 3.0) -> np.ndarray:
+    """For one stage's beliefs (N, P(+1), G, G), ``part``'s map at the mirror joint divided by
+    its value at the part's own joint (``mirror_beliefs``), one value per image where both joints
+    are labelled and at least ``min_separation`` cells apart (the same images at every stage, so
+    two stages' ratios pair up image by image). 1: the two sides look the same to the map; 0: no
+    trace on the other side."""
+    own, mirror, ok = mirror_beliefs(beliefs, keypoints, part, stride, min_separation)
+    return mirror[ok] / np.maximum(own[ok], 1e-6)
+
+
 def wrong_side_beliefs(stage_beliefs: Sequence, keypoints, parts: Sequence[int | str] = ("right_wrist", "left_wrist"),
                        stride: int = STRIDE, min_separation: float = 3.0) -> pd.DataFrame:
     """Per stage, how strongly each part's map fires on the OTHER side (``mirror_beliefs``).
@@ -268,8 +279,7 @@ def wrong_side_beliefs(stage_beliefs: Sequence, keypoints, parts: Sequence[int |
     for t, beliefs in enumerate(stage_beliefs, start=1):
         pooled = []
         for part in parts:
-            own, mirror, ok = mirror_beliefs(beliefs, keypoints, part, stride, min_separation)
-            ratio = mirror[ok] / np.maximum(own[ok], 1e-6)
+            ratio = wrong_side_ratio(beliefs, keypoints, part, stride, min_separation)
             pooled.append(ratio)
             name = skeleton.SHORT_NAMES[skeleton.part_index(part, skeleton.NUM_JOINTS)]
             rows.append(_ratio_row(t, name, ratio))

@@ -32,8 +32,8 @@ from .analysis import side_fix_example  # noqa: E402
 from .assets import TINY_WEIGHTS  # noqa: E402
 from .data import SyntheticPoses  # noqa: E402
 from .diagnostics import receptive_fields  # noqa: E402
-from .inference import evaluate, load_model, predict, predict_dataset  # noqa: E402
-from .metrics import pck_table  # noqa: E402
+from .inference import load_model, predict, predict_dataset  # noqa: E402
+from .metrics import keypoint_metrics, pck_table  # noqa: E402
 from .models import CPM, PRESETS  # noqa: E402
 from .utils import resolve_device  # noqa: E402
 from .viz import plot_receptive_fields, plot_stage_beliefs, sample_grid  # noqa: E402
@@ -80,8 +80,8 @@ def run_demo(out: str | Path = "runs/demo", device: str = "auto", samples: int =
         origin = "randomly initialised tiny CPM (no shipped weights found)"
     test_set = SyntheticPoses(length=samples, image_size=model.config.input_size, difficulty="standard",
                               seed=1000 + seed)
+    held_out = predict_dataset(model, test_set, device=dev)        # every stage, every held-out person
     try:   # as in notebook 00: the right wrist moved from the wrong arm to the right one
-        held_out = predict_dataset(model, test_set, device=dev)
         index = side_fix_example(held_out.keypoints, held_out.truth, "right_wrist")
     except ValueError:   # e.g. an untrained model
         index = 0
@@ -99,7 +99,7 @@ def run_demo(out: str | Path = "runs/demo", device: str = "auto", samples: int =
     (fig if hasattr(fig, "savefig") else fig.figure).savefig(out / "receptive_fields.png", dpi=100)
     plt.close("all")
 
-    table = evaluate(model, test_set, batch_size=32, device=dev)
+    table = keypoint_metrics(held_out.keypoints, held_out.truth)   # what inference.evaluate computes
     table.to_csv(out / "pck.csv", index=False)
     summary = pck_table(table, thresholds=(0.1, 0.2))
     summary.to_csv(out / "pck_table.csv")

@@ -57,15 +57,13 @@ def hidden_joint_errors(model, dataset, part: int | str = "right_wrist", size: f
     is PCK@0.2). Raises ValueError when no chosen person has ``part`` labelled.
     """
     p = skeleton.part_index(part, skeleton.NUM_JOINTS)
-    chosen = range(len(dataset)) if indices is None else indices
-    items = [(int(i), dataset[int(i)]) for i in chosen]
-    items = [(i, it) for i, it in items if labelled_mask(torch.as_tensor(it["keypoints"])[p][None])[0]]
-    if not items:
+    chosen = [int(i) for i in (range(len(dataset)) if indices is None else indices)]
+    images, truth, centers = _batch(dataset, chosen)
+    keep = labelled_mask(truth[:, p])
+    if not keep.any():
         raise ValueError(f"no chosen person has the {skeleton.JOINT_NAMES[p]} labelled")
-    truth = torch.stack([torch.as_tensor(it["keypoints"]).float() for _, it in items])
-    images = torch.stack([torch.as_tensor(it["image"]).float() for _, it in items])
-    centers = torch.stack([torch.as_tensor(it["center"]).float() for _, it in items]) \
-        if all("center" in it for _, it in items) else None
+    people = [i for i, k in zip(chosen, keep.tolist()) if k]
+    images, truth, centers = images[keep], truth[keep], centers[keep]
     hidden = torch.stack([Occluder(float(kp[p, 0]), float(kp[p, 1]), size).apply(im) for im, kp in zip(images, truth)])
     torso = np.asarray(normalizer(truth, "torso"), dtype=float)
     rows = []
@@ -73,7 +71,7 @@ def hidden_joint_errors(model, dataset, part: int | str = "right_wrist", size: f
         for t, kp in enumerate(predict(model, batch, centers, device=device, keep_beliefs=False).keypoints, start=1):
             err = torch.linalg.norm(kp[:, p, :2].cpu() - truth[:, p, :2], dim=-1).numpy()
             rows += [dict(person=i, stage=t, condition=condition, error_px=float(e), torso_px=float(s))
-                     for (i, _), e, s in zip(items, err, torso)]
+                     for i, e, s in zip(people, err, torso)]
     return pd.DataFrame(rows)
 
 
@@ -150,21 +148,17 @@ def two_person_probe(model, dataset, pairs: Sequence[tuple[int, int]], threshold
     map scores high on the first and low on the second. Columns: ``stage``, ``centre`` ("left" /
     "right"), ``on_target``, ``on_other``, ``count`` (joints)."""
     codec = model.codec
+    made = [two_person_image(dataset, left, right) for left, right in pairs]
+    images = torch.stack([m["image"] for m in made])
+    people = torch.stack([m["keypoints"] for m in made])                     # (pairs, 2, P, 3)
+    centers = torch.stack([m["centers"] for m in made])                      # (pairs, 2, 2)
+    _, _, h, w = images.shape
     rows = []
     for which in (0, 1):
-        preds, targets, others = [], [], []
-        for left, right in pairs:
-            pair = two_person_image(dataset, left, right)
-            _, h, w = pair["image"].shape
-            cmap = center_map(pair["centers"][which:which + 1], codec, h, w)
-            preds.append(_keypoints(model, pair["image"][None], cmap, device))
-            targets.append(pair["keypoints"][which])
-            others.append(pair["keypoints"][1 - which])
-        target, other = torch.stack(targets), torch.stack(others)
-        for t, stage in enumerate(zip(*preds), start=1):
-            kp = torch.cat(stage)
+        stages = _keypoints(model, images, center_map(centers[:, which], codec, h, w), device)
+        for t, kp in enumerate(stages, start=1):
             score = []
-            for truth in (target, other):
+            for truth in (people[:, which], people[:, 1 - which]):
                 m = keypoint_metrics([kp], truth, (threshold,), "torso", auc_max=None)
                 m = m[(m["part"] == "mean") & (m["metric"] == "pck")].iloc[0]
                 score.append((float(m["value"]), int(m["count"])))

@@ -220,7 +220,9 @@ class PoseMachine:
         self._check_stage(stage)
         return self.image_feature_names() + (self.context_feature_names() if stage >= 2 else [])
 
-    def _context(self, beliefs: np.ndarray) -> np.ndarray:
+    def context(self, beliefs: np.ndarray) -> np.ndarray:
+        """The context features a later stage reads from beliefs (N, P(+1), G, G):
+        (N, G, G, F) with columns ``context_feature_names()``."""
         c = self.config
         return context_features(beliefs[:, : c.num_parts], c.context_radii, c.n_peaks, c.peak_suppression)
 
@@ -369,7 +371,7 @@ class PoseMachine:
             idx = sample[lo:hi] - s * per
             x = feats[s:s + chunk].reshape(-1, feats.shape[-1])[idx]
             if prev is not None:
-                ctx = self._context(prev[s:s + chunk])
+                ctx = self.context(prev[s:s + chunk])
                 x = np.concatenate([x, ctx.reshape(-1, ctx.shape[-1])[idx]], 1)
             parts.append(x)
         return np.concatenate(parts)
@@ -382,7 +384,7 @@ class PoseMachine:
             f = feats[s:s + chunk]
             x = f.reshape(-1, f.shape[-1])
             if prev is not None:
-                ctx = self._context(prev[s:s + chunk])
+                ctx = self.context(prev[s:s + chunk])
                 x = np.concatenate([x, ctx.reshape(x.shape[0], -1)], 1)
             out.append(self._proba_maps(model, x, f.shape[0]))
         return np.concatenate(out)
